@@ -1,0 +1,123 @@
+"""The ``fieldkd`` command.
+
+    fieldkd run method=NAME [hydra overrides]     train a method; the last stdout line is a JSON summary
+    fieldkd scenes make NAME out=DIR [format=...]  write a generated scene in a real dataset format
+    fieldkd scenes list                            the scenes the generator knows
+
+stdout carries only the summary line: everything else (progress bars, library
+chatter) goes to stderr, so ``fieldkd run ... | tail -1`` is always the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import sys
+import time
+from importlib.metadata import entry_points
+
+from .errors import InputError
+
+EXIT_BAD_INPUT = 2
+METHOD_GROUP = "fieldkd.methods"
+
+
+def compose_config(overrides: list[str]) -> dict:
+    """Resolve the Hydra config with command-line overrides into a plain dict."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="fieldkd.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def load_method(name: str):
+    found = {ep.name: ep for ep in entry_points(group=METHOD_GROUP)}
+    if name not in found:
+        raise InputError("method", f"unknown method {name!r}; installed: {', '.join(sorted(found)) or 'none'}")
+    return found[name].load()
+
+
+def finite(metrics: dict) -> dict:
+    """JSON has no infinities: report them as null."""
+    return {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+def run_command(overrides: list[str]) -> dict:
+    from .runner import execute
+
+    started = time.perf_counter()
+    cfg = compose_config(overrides)
+    method = load_method(cfg["method"]["name"])
+    run_id, metrics = execute(cfg, method.run)
+    return {"run_id": run_id, "method": cfg["method"]["name"], "metrics": finite(metrics),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def scenes_command(args: list[str]) -> dict:
+    from .scenes import SCENES, write_scene
+
+    if not args or args[0] == "list":
+        return {"scenes": sorted(SCENES)}
+    if args[0] != "make" or len(args) < 2:
+        raise InputError("fieldkd scenes", "usage: fieldkd scenes make NAME out=DIR [format=blender|nerfstudio] "
+                                           "[width=80] [height=80] [n_train=60] [n_val=10] [n_test=20]")
+    name, options = args[1], dict(_key_value(a) for a in args[2:])
+    if "out" not in options:
+        raise InputError("fieldkd scenes make", "missing out=DIR")
+    out = options.pop("out")
+    fmt = options.pop("format", "blender")
+    ints = {k: int(v) for k, v in options.items()}
+    path = write_scene(name, out, fmt, **ints)
+    return {"scene": name, "format": fmt, "path": str(path)}
+
+
+def _key_value(arg: str) -> tuple[str, str]:
+    if "=" not in arg:
+        raise InputError(arg, "expected key=value")
+    key, value = arg.split("=", 1)
+    return key, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fieldkd", description="Knowledge distillation of neural fields on Ray.")
+    parser.add_argument("command", choices=["run", "scenes"])
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="hydra overrides (run) or scene arguments")
+    ns = parser.parse_args(argv)
+
+    stdout = sys.stdout
+    try:
+        # Anything a library prints goes to stderr; stdout is for the summary line.
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = run_command(ns.args) if ns.command == "run" else scenes_command(ns.args)
+    except InputError as exc:
+        print(f"fieldkd: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        if _is_config_error(exc):
+            print(f"fieldkd: error: config: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
+    stdout.write(json.dumps(summary) + "\n")
+    stdout.flush()
+    return 0
+
+
+def _is_config_error(exc: Exception) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(exc, (HydraException, OmegaConfBaseException))
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""An occupancy grid that lets the renderer skip empty space.
+
+In the spirit of nerfacc's OccGridEstimator, in plain PyTorch: a coarse grid
+over the scene box keeps an exponential moving average of the field's density
+in each cell. Cells whose density falls below a threshold are skipped, so the
+field is evaluated only where something may be. The grid is refreshed during
+training from the field itself; early on every cell is evaluated so that
+nothing is culled before it was learned.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class OccupancyGrid(nn.Module):
+    def __init__(self, aabb: torch.Tensor, resolution: int = 64, threshold: float = 0.01,
+                 decay: float = 0.95, warmup_steps: int = 256):
+        super().__init__()
+        self.resolution = int(resolution)
+        self.threshold = float(threshold)
+        self.decay = float(decay)
+        self.warmup_steps = int(warmup_steps)
+        self.register_buffer("aabb", aabb.clone().float())
+        r = self.resolution
+        self.register_buffer("density_ema", torch.full((r, r, r), 1e3))  # all on until learned
+        self.register_buffer("occupied", torch.ones((r, r, r), dtype=torch.bool))
+        idx = torch.stack(torch.meshgrid(*[torch.arange(r)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        self.register_buffer("cell_index", idx, persistent=False)
+
+    def cells_of(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat cell index of each point and whether it lies inside the box."""
+        unit = (points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
+        inside = ((unit >= 0) & (unit < 1)).all(dim=-1)
+        ijk = (unit.clamp(0, 1 - 1e-6) * self.resolution).long()
+        r = self.resolution
+        return (ijk[..., 0] * r + ijk[..., 1]) * r + ijk[..., 2], inside
+
+    def query(self, points: torch.Tensor) -> torch.Tensor:
+        """True where a point lies inside the box in an occupied cell."""
+        flat, inside = self.cells_of(points)
+        return inside & self.occupied.reshape(-1)[flat]
+
+    @torch.no_grad()
+    def update(self, density_fn, step: int, max_cells: int | None = None) -> None:
+        """Refresh the cell densities with one jittered sample per cell.
+
+        After warm-up only a random quarter of the cells plus every occupied
+        cell is re-evaluated, which keeps the cost of an update bounded.
+        """
+        r = self.resolution
+        n_cells = r ** 3
+        if step < self.warmup_steps:
+            cells = torch.arange(n_cells, device=self.occupied.device)
+        else:
+            random = torch.randint(0, n_cells, (n_cells // 4,), device=self.occupied.device)
+            busy = self.occupied.reshape(-1).nonzero().squeeze(-1)
+            cells = torch.cat([random, busy]).unique()
+        if max_cells is not None and cells.numel() > max_cells:
+            cells = cells[torch.randperm(cells.numel(), device=cells.device)[:max_cells]]
+        ijk = self.cell_index[cells].float()
+        unit = (ijk + torch.rand_like(ijk)) / r
+        points = self.aabb[0] + unit * (self.aabb[1] - self.aabb[0])
+        density = torch.cat([density_fn(chunk) for chunk in points.split(65536)])
+        ema = self.density_ema.reshape(-1)
+        ema[cells] = torch.maximum(ema[cells] * self.decay, density.float())
+        self.occupied.copy_(self.density_ema > min(self.threshold, ema.mean().item()))
+
+    @property
+    def occupancy_fraction(self) -> float:
+        return self.occupied.float().mean().item()

@@ -1,0 +1,44 @@
+"""Run a method under a top-level MLflow run: config, tags, params, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .stages import RunContext, resolve_device, scene_label
+from .tracking import Run, flatten
+
+
+def execute(cfg: dict, method: Callable[[RunContext], dict]) -> tuple[str, dict]:
+    """Start (or, with ``resume=RUN_ID``, reopen) the top-level run and call the method.
+
+    Returns the run id and the method's final metrics, which are also logged
+    on the top-level run. A failing method marks the run FAILED and re-raises.
+    """
+    device = resolve_device(cfg["device"])
+    name = cfg["run_name"] or cfg["method"]["name"]
+    if cfg.get("resume"):
+        run = Run.resume(cfg["resume"])
+    else:
+        run = Run.start(cfg["tracking"]["experiment"], name, tags={
+            "fieldkd.method": cfg["method"]["name"],
+            "fieldkd.field": cfg["field"]["name"],
+            "fieldkd.scene": scene_label(cfg["scene"]),
+        })
+        run.log_params(flatten(cfg))
+        run.log_text(yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
+    output_dir = Path(cfg["output_dir"]).resolve() / run.run_id
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(cfg=cfg, run=run, device=device, output_dir=output_dir)
+    try:
+        metrics = method(ctx)
+    except BaseException as exc:
+        run.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    # Multi-stage methods report their stages' metrics on the top-level run too.
+    logged = run.client.get_run(run.run_id).data.metrics
+    run.log_metrics({k: v for k, v in metrics.items() if k not in logged}, step=0)
+    run.finish()
+    return run.run_id, metrics

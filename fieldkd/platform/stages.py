@@ -1,0 +1,170 @@
+"""Building blocks that methods compose into pipelines.
+
+A method receives a :class:`RunContext` and calls these helpers: load the
+scene, build a field, train it as a stage, evaluate and log it. Everything is
+driven by the resolved config, so a method stays a short recipe.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import InputError
+from .evaluate.image import make_lpips
+from .evaluate.mesh import extract_mesh, load_mesh, mesh_metrics
+from .evaluate.views import evaluate_views
+from .fields import build_field, pick_hash_backend
+from .render.renderer import RenderConfig, Renderer
+from .scenes import default_scene_dir, load_scene
+from .scenes.scene import Scene
+from .tracking import Run
+from .train.loop import Trainer, TrainerConfig, TrainResult
+from .train.photometric import PhotometricTask
+
+
+@dataclass
+class RunContext:
+    """What a method needs: the resolved config, the top-level run, where to write."""
+
+    cfg: dict
+    run: Run
+    device: torch.device
+    output_dir: Path
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.output_dir / stage
+
+    def tags(self, **extra) -> dict[str, str]:
+        return {"fieldkd.method": self.cfg["method"]["name"], "fieldkd.scene": scene_label(self.cfg["scene"]),
+                **{f"fieldkd.{k}": str(v) for k, v in extra.items()}}
+
+
+@dataclass
+class TrainedField:
+    field: torch.nn.Module
+    renderer: Renderer
+    result: TrainResult
+    backend: str
+    checkpoint_dir: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("device", f"{name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def scene_label(scene_cfg: dict) -> str:
+    return scene_cfg.get("path") or f"generated:{scene_cfg.get('generate')}"
+
+
+def load_scene_from_config(scene_cfg: dict) -> Scene:
+    path = scene_cfg.get("path")
+    if not path:
+        if not scene_cfg.get("generate"):
+            raise InputError("scene.path", "no scene given: set scene.path=DIR or scene.generate=NAME")
+        path = default_scene_dir(scene_cfg["generate"], scene_cfg["format"])
+    aabb = torch.tensor(scene_cfg["aabb"], dtype=torch.float32) if scene_cfg.get("aabb") else None
+    return load_scene(scene_cfg["format"], path, background=tuple(scene_cfg["background"]),
+                      downscale=int(scene_cfg.get("downscale", 1)), aabb=aabb,
+                      near=scene_cfg.get("near"), far=scene_cfg.get("far"))
+
+
+def make_field(field_cfg: dict, scene: Scene, device: torch.device):
+    """Build the configured field; returns it and the backend it runs on."""
+    options = {k: v for k, v in field_cfg.items() if k != "name"}
+    backend = "torch"
+    if "backend" in options:
+        backend = pick_hash_backend(options["backend"])
+        options["backend"] = backend
+    return build_field(field_cfg["name"], scene.aabb, **options).to(device), backend
+
+
+def make_renderer(cfg: dict, scene: Scene, device: torch.device) -> Renderer:
+    render = RenderConfig(**cfg["render"])
+    return Renderer(scene.aabb, scene.near, scene.far, scene.background, render).to(device)
+
+
+def trainer_config(cfg: dict, **overrides) -> TrainerConfig:
+    values = {**cfg["trainer"], "seed": cfg["seed"], **overrides}
+    return TrainerConfig.from_dict(values)
+
+
+def train_field(ctx: RunContext, scene: Scene, run: Run, stage: str, field_cfg: dict | None = None,
+                train_split: str = "train", **trainer_overrides) -> TrainedField:
+    """Train a field on a split's images as one stage; resumes from the stage's checkpoint."""
+    cfg = ctx.cfg
+    field, backend = make_field(field_cfg or cfg["field"], scene, ctx.device)
+    renderer = make_renderer(cfg, scene, ctx.device)
+    val = scene.split("val")
+    n_periodic = min(int(cfg["eval"]["periodic_views"]), len(val))
+
+    def periodic(step: int) -> dict:
+        scores = evaluate_views(renderer, field, val, range(n_periodic), ctx.device, prefix="val")
+        return scores.metrics
+
+    task = PhotometricTask(field, renderer, scene.split(train_split), int(cfg["trainer"]["batch_rays"]),
+                           ctx.device, evaluate=periodic)
+    checkpoint_dir = ctx.stage_dir(stage)
+    trainer = Trainer(trainer_config(cfg, **trainer_overrides), log=run.log_metrics,
+                      checkpoint_dir=checkpoint_dir, device=ctx.device, description=stage)
+    result = trainer.fit(task)
+    run.log_metrics({"train/steps": result.steps, "train/seconds": result.seconds}, result.steps)
+    return TrainedField(field, renderer, result, backend, checkpoint_dir)
+
+
+def evaluate_field(ctx: RunContext, trained: TrainedField, scene: Scene, run: Run) -> dict[str, float]:
+    """Score a trained field on the evaluation split and log renders, mesh and checkpoint."""
+    ecfg = ctx.cfg["eval"]
+    split = scene.split(ecfg["split"])
+    views = range(min(len(split), ecfg["max_views"] or len(split)))
+    lpips, reason = make_lpips(device=str(ctx.device)) if ecfg["lpips"] else (None, "disabled by eval.lpips")
+    if lpips is None:
+        run.set_tags({"fieldkd.lpips": f"skipped: {reason}"})
+    scores = evaluate_views(trained.renderer, trained.field, split, views, ctx.device, lpips=lpips,
+                            keep_images=int(ecfg["log_images"]))
+    metrics = dict(scores.metrics)
+    for i, panel in enumerate(scores.images):
+        run.log_image(panel, f"renders/{ecfg['split']}_{i:03d}.png")
+    run.log_text("\n".join(f"{i}\t{p:.3f}" for i, p in enumerate(scores.per_view_psnr)),
+                 f"renders/{ecfg['split']}_psnr_per_view.tsv")
+    if ecfg["mesh"]:
+        metrics.update(evaluate_mesh(trained, scene, run, ecfg))
+    step = trained.result.steps
+    run.log_metrics(metrics, step)
+    if ctx.cfg["tracking"]["log_checkpoint"] and (trained.checkpoint_dir / "last.pt").exists():
+        run.log_artifact(trained.checkpoint_dir / "last.pt", "checkpoints")
+    return metrics
+
+
+def evaluate_mesh(trained: TrainedField, scene: Scene, run: Run, ecfg: dict) -> dict[str, float]:
+    """Marching cubes on the density, then Chamfer / F-score against the scene's mesh."""
+    from .scenes.ply import write_ply
+
+    field = trained.field
+    level = float(ecfg.get("mesh_level", 10.0))
+    try:
+        verts, faces = extract_mesh(field.density, scene.aabb, resolution=int(ecfg["mesh_resolution"]),
+                                    level=level, device=next(field.parameters()).device)
+    except ValueError as exc:
+        run.set_tags({"fieldkd.mesh": f"skipped: {exc}"})
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mesh.ply"
+        write_ply(path, verts, faces)
+        run.log_artifact(path, "mesh")
+    if scene.mesh_path is None:
+        return {}
+    gt_verts, gt_faces = load_mesh(scene.mesh_path)
+    found = mesh_metrics(verts, faces, gt_verts, gt_faces, threshold=float(ecfg["mesh_threshold"]))
+    return {f"mesh/{k}": v for k, v in found.items() if k in ("chamfer", "fscore", "accuracy", "completeness")}
+
+
+def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    return {f"{prefix}/{k}": v for k, v in metrics.items()} if prefix else dict(metrics)

@@ -1,0 +1,191 @@
+"""The per-process training loop, shared by every stage of every method.
+
+What is trained is a *task*: an object that owns its models and data and
+knows how to compute one step's loss. The loop owns everything around it:
+optimiser, schedule, mixed precision, the step and time budgets, periodic
+evaluation, atomic checkpoints, resume, progress and metric logging. The same
+loop runs in-process or inside a Ray worker.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .schedule import lr_factor
+
+MetricsLogger = Callable[[dict, int], None]
+
+
+class Task(Protocol):
+    def param_groups(self, lr: float) -> list[dict]: ...
+
+    def training_step(self, step: int) -> tuple[torch.Tensor, dict[str, float], int]:
+        """Loss, scalar metrics and the number of field samples it evaluated."""
+
+    def after_step(self, step: int) -> None: ...
+
+    def evaluate(self, step: int) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 3000
+    max_seconds: float | None = None
+    lr: float = 1e-2
+    optimizer: str = "adamw"
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.99)
+    eps: float = 1e-15
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.03
+    grad_clip: float | None = None
+    amp: bool = True
+    log_every: int = 25
+    eval_every: int = 0  # 0: evaluate only at the end
+    checkpoint_every: int = 500
+    progress: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainerConfig":
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        if "betas" in known:
+            known["betas"] = tuple(known["betas"])
+        return cls(**known)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    stopped_by: str  # "steps" or "time"
+    last_eval: dict
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(groups: list[dict], cfg: TrainerConfig) -> torch.optim.Optimizer:
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if cfg.optimizer not in kinds:
+        raise ValueError(f"trainer.optimizer must be one of {sorted(kinds)}, got {cfg.optimizer!r}")
+    return kinds[cfg.optimizer](groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                                weight_decay=cfg.weight_decay)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainerConfig, log: MetricsLogger | None = None,
+                 checkpoint_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                 description: str = "train"):
+        self.cfg = cfg
+        self.log = log or (lambda metrics, step: None)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.device = torch.device(device)
+        self.description = description
+
+    def fit(self, task: Task, resume: bool = True) -> TrainResult:
+        cfg = self.cfg
+        optimizer = make_optimizer(task.param_groups(cfg.lr), cfg)
+        base_lrs = [g["lr"] for g in optimizer.param_groups]
+        step, elapsed_before = 0, 0.0
+        if resume and self.checkpoint_dir and (path := find_checkpoint(self.checkpoint_dir)):
+            state = load_checkpoint(path, map_location=self.device)
+            task.load_state_dict(state["task"])
+            optimizer.load_state_dict(state["optimizer"])
+            step, elapsed_before = state["step"], state["elapsed"]
+            _restore_rng(state["rng"])
+        else:
+            seed_everything(cfg.seed)
+
+        use_amp = cfg.amp and self.device.type == "cuda"
+        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+        started = time.perf_counter()
+        elapsed = lambda: elapsed_before + time.perf_counter() - started  # noqa: E731
+        window_samples, window_start = 0, time.perf_counter()
+        last_eval: dict = {}
+        stopped_by = "steps"
+        bar = tqdm(total=cfg.steps, initial=step, desc=self.description, disable=not cfg.progress,
+                   dynamic_ncols=True, leave=False)
+        while step < cfg.steps:
+            if cfg.max_seconds is not None and elapsed() >= cfg.max_seconds:
+                stopped_by = "time"
+                break
+            progress = step / cfg.steps
+            if cfg.max_seconds:
+                progress = max(progress, elapsed() / cfg.max_seconds)
+            factor = lr_factor(step, progress, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * factor
+
+            with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
+                loss, metrics, n_samples = task.training_step(step)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                               cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            task.after_step(step)
+            step += 1
+            window_samples += n_samples
+            bar.update(1)
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                metrics = {"train/loss": float(loss.detach()), **metrics,
+                           "train/samples_per_second": window_samples / max(now - window_start, 1e-9),
+                           "train/lr": base_lrs[0] * factor}
+                self.log(metrics, step)
+                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in metrics.items()
+                                 if k in ("train/loss", "train/psnr")})
+                window_samples, window_start = 0, time.perf_counter()
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+                last_eval = task.evaluate(step)
+                self.log(last_eval, step)
+            if self.checkpoint_dir and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                self._save(task, optimizer, step, elapsed())
+        bar.close()
+        if self.checkpoint_dir:
+            self._save(task, optimizer, step, elapsed())
+        return TrainResult(steps=step, seconds=elapsed(), stopped_by=stopped_by, last_eval=last_eval)
+
+    def _save(self, task: Task, optimizer, step: int, elapsed: float) -> None:
+        save_checkpoint({"task": task.state_dict(), "optimizer": optimizer.state_dict(),
+                         "step": step, "elapsed": elapsed, "rng": _rng_state()},
+                        self.checkpoint_dir)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,69 @@
+"""Fit a radiance field to posed images: the task behind every plain training stage."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..evaluate.image import mse_to_psnr
+from ..render.renderer import Renderer
+from ..scenes.scene import SceneSplit
+
+
+class PixelSampler:
+    """Random pixels of a set of images; rays are generated on the fly so that
+    large scenes need no precomputed ray buffer."""
+
+    def __init__(self, split: SceneSplit, device: torch.device, generator: torch.Generator | None = None):
+        self.split = split
+        self.device = device
+        self.generator = generator
+        n, h, w, _ = split.images.shape
+        self.shape = (n, h, w)
+        self.colors = split.images.reshape(-1, 3).to(device)
+
+    def sample(self, n_rays: int):
+        n, h, w = self.shape
+        flat = torch.randint(0, n * h * w, (n_rays,), generator=self.generator)
+        cam, rest = flat // (h * w), flat % (h * w)
+        py, px = (rest // w).float(), (rest % w).float()
+        rays = self.split.cameras.rays_at(cam, px, py).to(self.device)
+        return rays, self.colors[flat.to(self.device)]
+
+
+class PhotometricTask:
+    """MSE between rendered and real pixels, plus the field's own regularisers."""
+
+    def __init__(self, field: torch.nn.Module, renderer: Renderer, train: SceneSplit,
+                 batch_rays: int, device: torch.device,
+                 evaluate: Callable[[int], dict] | None = None):
+        self.field = field
+        self.renderer = renderer
+        self.batch_rays = batch_rays
+        self.device = device
+        self.pixels = PixelSampler(train, device)
+        self._evaluate = evaluate
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return self.field.param_groups(lr)
+
+    def training_step(self, step: int):
+        rays, target = self.pixels.sample(self.batch_rays)
+        out = self.renderer.render_rays(self.field, rays, train=True)
+        mse = torch.mean((out["rgb"].float() - target) ** 2)
+        loss = mse + self.field.regularization()
+        return loss, {"train/psnr": mse_to_psnr(mse.item())}, out["n_samples"]
+
+    def after_step(self, step: int) -> None:
+        self.renderer.update_occupancy(self.field, step)
+
+    def evaluate(self, step: int) -> dict:
+        return self._evaluate(step) if self._evaluate else {}
+
+    def state_dict(self) -> dict:
+        return {"field": self.field.state_dict(), "renderer": self.renderer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.field.load_state_dict(state["field"])
+        self.renderer.load_state_dict(state["renderer"])
