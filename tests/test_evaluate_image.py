@@ -105,3 +105,13 @@ def test_make_lpips_reports_missing_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "lpips", None)  # makes `import lpips` fail
     metric, reason = make_lpips()
     assert metric is None and reason.startswith("lpips not installed")
+
+
+def test_make_lpips_survives_broken_import(monkeypatch, tmp_path):
+    # e.g. a torchvision built for another torch raises RuntimeError on import.
+    (tmp_path / "lpips").mkdir()
+    (tmp_path / "lpips" / "__init__.py").write_text("raise RuntimeError('operator does not exist')\n")
+    monkeypatch.delitem(sys.modules, "lpips", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    metric, reason = make_lpips()
+    assert metric is None and "RuntimeError" in reason

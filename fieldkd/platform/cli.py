@@ -60,7 +60,8 @@ def run_command(overrides: list[str]) -> dict:
 
 
 def scenes_command(args: list[str]) -> dict:
-    from .scenes import SCENES, write_scene
+    from .scenes import write_scene
+    from .scenes.specs import SCENES
 
     if not args or args[0] == "list":
         return {"scenes": sorted(SCENES)}

@@ -73,6 +73,8 @@ def make_lpips(net: str = "alex", device: str = "cpu") -> tuple[LpipsMetric | No
         import lpips
     except ImportError as exc:  # includes a missing torchvision, which lpips imports
         return None, f"lpips not installed ({exc})"
+    except Exception as exc:  # e.g. a torchvision built for another torch version
+        return None, f"lpips not importable: {type(exc).__name__}: {exc}"
     try:
         with _no_hub_downloads():
             model = lpips.LPIPS(net=net, pretrained=True, verbose=False)

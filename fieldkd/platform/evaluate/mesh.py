@@ -98,12 +98,17 @@ def extract_mesh(
 
 
 def load_mesh(path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a PLY mesh as (verts (V, 3) float32, faces (F, 3) int64)."""
+    """Read a PLY mesh as (verts (V, 3) float32, faces (F, 3) int64).
+
+    Faces stay None if the reader returns None (a point cloud); ``mesh_metrics``
+    accepts that directly.
+    """
     # Imported here so evaluate does not depend on scenes at import time.
     from fieldkd.platform.scenes.ply import read_ply
 
     verts, faces = read_ply(path)
-    return np.asarray(verts, dtype=np.float32), np.asarray(faces, dtype=np.int64)
+    faces = None if faces is None else np.asarray(faces, dtype=np.int64)
+    return np.asarray(to_numpy(verts), dtype=np.float32), faces
 
 
 def sample_surface(verts, faces, n: int, seed: int = 0) -> np.ndarray:

@@ -7,9 +7,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-# exp(15) ~ 3.3e6: large enough for any useful density, small enough that the
-# gradient of a runaway raw density cannot overflow float32 (or float16 ~6.5e4
-# after loss scaling would already be in trouble at exp(11), hence the clamp).
+# exp(15) ~ 3.3e6 is far above any useful density, yet the gradient of a
+# runaway raw density can no longer overflow to inf.
 _GRAD_CLAMP = 15.0
 
 

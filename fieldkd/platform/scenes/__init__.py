@@ -1,0 +1,27 @@
+"""Scenes: reading datasets, and generating procedural ones with ground truth.
+
+Public API
+----------
+``load_scene(fmt, path, background=(1, 1, 1), downscale=1, aabb=None, near=None, far=None) -> Scene``
+    Read a dataset; ``fmt`` is one of ``FORMATS`` ("blender", "nerfstudio").
+    Bad input raises :class:`fieldkd.platform.errors.InputError`.
+``write_scene(spec_name, out_dir, fmt="blender", width=80, height=80, n_train=60, n_val=10,
+n_test=20, camera_angle_x=0.6911, seed=0) -> Path``
+    Render a procedural SDF scene ("default", "heldout", "sphere") with
+    depth, normals and a ground-truth ``mesh.ply``.
+``default_scene_dir(name="default", fmt="blender") -> Path``
+    The procedural scene, generated once into the cache directory.
+``Scene``, ``SceneSplit``, ``Cameras``, ``Rays``
+    In-memory data: images on the background, OpenGL camera-to-world poses.
+"""
+
+from .cache import default_scene_dir
+from .cameras import Cameras, Rays
+from .generator import write_scene
+from .registry import FORMATS, READERS, WRITERS, load_scene
+from .scene import Scene, SceneSplit
+
+__all__ = [
+    "load_scene", "write_scene", "default_scene_dir", "Scene", "SceneSplit", "Cameras", "Rays",
+    "FORMATS", "READERS", "WRITERS",
+]

@@ -1,0 +1,52 @@
+"""Shared benchmark plumbing: run the CLI as a child process and measure it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_cli(args: list[str], env: dict | None = None, cwd: str | Path | None = None) -> dict:
+    """Run ``fieldkd run ARGS``; return its summary plus wall time and peak RSS (GiB)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "fieldkd.platform.cli", "run", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})}, cwd=cwd, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"fieldkd run {' '.join(args)} exited with {proc.returncode}")
+    summary = json.loads(out.strip().splitlines()[-1])
+    summary["wall_seconds"] = time.perf_counter() - started
+    summary["peak_rss_gib"] = usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+    return summary
+
+
+def metric_history(run_id: str, key: str, tracking_uri: str) -> list[tuple[int, float]]:
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(tracking_uri).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in history)
+
+
+def write_results(name: str, payload: dict, table: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+    print(table)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

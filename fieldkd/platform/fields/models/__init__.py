@@ -1,0 +1,3 @@
+"""Field implementations; importing this package registers them all."""
+
+from . import grid_field, hash_field, kplanes_field, mlp_field, vm_field  # noqa: F401

@@ -1,0 +1,46 @@
+"""On-demand cache of the bundled procedural scenes.
+
+Location: ``$FIELDKD_CACHE/scenes/<name>-<fmt>-v<version>`` or, without the
+variable, ``~/.cache/fieldkd/scenes/<name>-<fmt>-v<version>``. A scene is
+generated into a temporary sibling directory and renamed into place, so an
+interrupted run never leaves a half-written scene; a lock file serialises
+concurrent workers so the scene is generated once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .generator import GENERATOR_VERSION, write_scene
+
+
+def cache_root() -> Path:
+    base = os.environ.get("FIELDKD_CACHE")
+    return (Path(base).expanduser() if base else Path.home() / ".cache" / "fieldkd") / "scenes"
+
+
+def default_scene_dir(name: str = "default", fmt: str = "blender", progress: bool = True) -> Path:
+    """Directory of the procedural scene ``name`` in format ``fmt``, generated on first use."""
+    final = cache_root() / f"{name}-{fmt}-v{GENERATOR_VERSION}"
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if final.is_dir():  # another worker finished while we waited
+            return final
+        # We hold the lock, so leftovers of interrupted runs are nobody's work in progress.
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            write_scene(name, tmp, fmt=fmt, progress=progress)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final

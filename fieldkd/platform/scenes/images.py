@@ -1,0 +1,96 @@
+"""Image files of a dataset: RGBA colour, 16-bit depth and 8-bit normal PNGs.
+
+Encodings (our extensions to the Blender / nerfstudio formats):
+- depth: 16-bit grey PNG of camera z-depth in integer units (millimetres by
+  default, see ``depth_unit_scale_factor``); 0 = no surface.
+- normals: 8-bit RGB PNG of ``n * 0.5 + 0.5`` in world space; pure black
+  (0, 0, 0) = no surface (no unit normal encodes to black).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InputError
+
+
+def _open(path: Path, what: str, referrer: str = "") -> Image.Image:
+    if not path.is_file():
+        raise InputError(path, f"{what} not found" + (f" (referenced by {referrer})" if referrer else ""))
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(path, f"unreadable {what}: {e}") from None
+    return image
+
+
+def read_rgba(path: Path, referrer: str = "") -> np.ndarray:
+    """(H, W, 4) float32 in [0, 1] straight (not premultiplied) colour; alpha 1 if absent."""
+    image = _open(path, "frame image", referrer)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey
+        grey = np.asarray(image, dtype=np.float32) / 65535.0
+        return np.concatenate([np.repeat(grey[..., None], 3, -1), np.ones_like(grey)[..., None]], -1)
+    return np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+
+
+def write_rgba(path: Path, rgb: np.ndarray, alpha: np.ndarray) -> None:
+    pixels = np.concatenate([rgb, alpha[..., None]], axis=-1)
+    Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8)).save(path)
+
+
+def read_depth(path: Path, unit: float, referrer: str = "") -> np.ndarray:
+    """(H, W) float32 depth in scene units (stored integer * unit)."""
+    image = _open(path, "depth image", referrer)
+    values = np.asarray(image)
+    if values.ndim != 2:
+        raise InputError(path, f"depth image must be single-channel, got mode {image.mode}")
+    return values.astype(np.float32) * unit
+
+
+def write_depth(path: Path, depth: np.ndarray, unit: float) -> None:
+    stored = np.round(depth / unit)
+    if stored.max(initial=0) > 65535:
+        raise ValueError(f"{path}: depth {depth.max():.3f} exceeds 16-bit range at unit {unit}")
+    Image.fromarray(stored.astype(np.uint16)).save(path)
+
+
+def read_normals(path: Path, referrer: str = "") -> np.ndarray:
+    """(H, W, 3) float32 unit normals, 0 where the pixel is black (no surface)."""
+    raw = np.asarray(_open(path, "normal image", referrer).convert("RGB"), dtype=np.float32)
+    n = raw / 255.0 * 2.0 - 1.0
+    length = np.linalg.norm(n, axis=-1, keepdims=True)
+    valid = raw.any(axis=-1, keepdims=True)
+    return np.where(valid, n / np.maximum(length, 1e-6), 0.0).astype(np.float32)
+
+
+def write_normals(path: Path, normals: np.ndarray) -> None:
+    encoded = np.round(np.clip(normals * 0.5 + 0.5, 0, 1) * 255).astype(np.uint8)
+    valid = np.linalg.norm(normals, axis=-1) > 0.5
+    encoded[~valid] = 0
+    encoded[valid & ~encoded.any(-1)] = 1  # keep a real normal from reading as "no surface"
+    Image.fromarray(encoded).save(path)
+
+
+def area_downscale(values: np.ndarray, factor: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Box-filter (H, W, ...) by an integer factor (exact area resampling).
+
+    The right/bottom remainder rows are dropped, so pixel (i, j) of the result
+    covers original pixels [i*f, (i+1)*f) and intrinsics simply scale by 1/f.
+    With ``weights`` (H, W) it averages only where weights > 0 (depth, normals).
+    """
+    if factor == 1:
+        return values
+    h, w = values.shape[0] // factor, values.shape[1] // factor
+    def blocks(x):
+        x = x[: h * factor, : w * factor]
+        return x.reshape(h, factor, w, factor, *x.shape[2:]).sum(axis=(1, 3))
+    if weights is None:
+        return (blocks(values) / factor**2).astype(np.float32)
+    wsum = blocks(weights.astype(np.float32))
+    expand = (slice(None), slice(None)) + (None,) * (values.ndim - 2)
+    total = blocks(values * weights[expand])
+    return np.where(wsum[expand] > 0, total / np.maximum(wsum, 1e-12)[expand], 0).astype(np.float32)

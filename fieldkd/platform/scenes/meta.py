@@ -1,0 +1,135 @@
+"""Parsing of transforms JSON files, shared by the Blender and nerfstudio readers.
+
+Every problem becomes ``InputError(file, problem)`` naming the key or frame.
+This is also the one place where file poses enter the internal convention:
+both formats store camera-to-world matrices in the OpenGL convention (camera
+looks down -z, +y up), which is ours, so :func:`pose_to_internal` only
+converts poses declared as OpenCV.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .cameras import opencv_to_opengl
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(path, "transforms file not found")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise InputError(path, f"cannot read transforms file: {e}") from None
+    if not isinstance(meta, dict):
+        raise InputError(path, "top level must be a JSON object")
+    return meta
+
+
+def require(meta: dict, key: str, path: Path, context: str = ""):
+    if key not in meta:
+        raise InputError(path, f"{context}missing required key '{key}'")
+    return meta[key]
+
+
+def number(meta: dict, key: str, path: Path, context: str = "", default=None) -> float | None:
+    value = meta.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(path, f"{context}'{key}' must be a finite number, got {value!r}")
+    return float(value)
+
+
+def frames_of(meta: dict, path: Path) -> list[dict]:
+    frames = require(meta, "frames", path)
+    if not isinstance(frames, list) or not all(isinstance(f, dict) for f in frames):
+        raise InputError(path, "'frames' must be a list of objects")
+    if not frames:
+        raise InputError(path, "'frames' is empty")
+    return frames
+
+
+def matrix(value, path: Path, context: str) -> np.ndarray:
+    """A finite 4x4 camera-to-world matrix with last row 0 0 0 1."""
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(path, f"{context}transform_matrix is not a numeric 4x4 matrix") from None
+    if m.shape != (4, 4):
+        raise InputError(path, f"{context}transform_matrix must be 4x4, got shape {m.shape}")
+    if not np.isfinite(m).all():
+        raise InputError(path, f"{context}transform_matrix has non-finite entries")
+    if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-6):
+        raise InputError(path, f"{context}transform_matrix last row must be 0 0 0 1, got {m[3].tolist()}")
+    return m
+
+
+def pose_to_internal(c2w: np.ndarray, convention: str = "opengl") -> np.ndarray:
+    """File pose -> internal OpenGL camera-to-world (identity for both our formats)."""
+    if convention == "opengl":
+        return c2w
+    if convention == "opencv":
+        return opencv_to_opengl(torch.from_numpy(c2w)).numpy()
+    raise ValueError(f"unknown camera convention {convention!r}")
+
+
+def aabb_of(meta: dict, path: Path) -> np.ndarray | None:
+    """Optional explicit scene box: ``"aabb": [[xmin, ymin, zmin], [xmax, ymax, zmax]]``."""
+    if "aabb" not in meta:
+        return None
+    try:
+        box = np.asarray(meta["aabb"], dtype=np.float64)
+    except (TypeError, ValueError):
+        box = None
+    if box is None or box.shape != (2, 3) or not np.isfinite(box).all() or (box[1] <= box[0]).any():
+        raise InputError(path, "'aabb' must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] with min < max")
+    return box
+
+
+def media_path(root: Path, value, path: Path, key: str, context: str) -> Path:
+    """Resolve a frame's file reference; Blender-style paths without extension get '.png'."""
+    if not isinstance(value, str) or not value:
+        raise InputError(path, f"{context}'{key}' must be a non-empty string")
+    p = Path(value)
+    if p.suffix.lower() not in IMAGE_SUFFIXES:
+        p = p.with_name(p.name + ".png")
+    return p if p.is_absolute() else root / p
+
+
+def intrinsics(meta: dict, width: int, height: int, path: Path, context: str = "",
+               fallback: dict | None = None, focal_key: str = "camera_angle_x"):
+    """(fx, fy, cx, cy) floats from fl_x/fl_y/cx/cy or camera_angle_x/camera_angle_y.
+
+    Keys in ``meta`` win over ``fallback`` (top level when meta is a frame).
+    ``focal_key`` is the key an error names when neither focal form is given.
+    Missing fl_y / camera_angle_y means square pixels; missing cx, cy means
+    the image centre.
+    """
+    merged = {**(fallback or {}), **meta}
+    fx = number(merged, "fl_x", path, context)
+    if fx is None:
+        angle = number(merged, "camera_angle_x", path, context)
+        if angle is None:
+            other = "fl_x" if focal_key == "camera_angle_x" else "camera_angle_x"
+            raise InputError(path, f"{context}missing required key '{focal_key}' (or '{other}')")
+        fx = 0.5 * width / math.tan(0.5 * angle)
+    fy = number(merged, "fl_y", path, context)
+    if fy is None:
+        angle_y = number(merged, "camera_angle_y", path, context)
+        fy = fx if angle_y is None else 0.5 * height / math.tan(0.5 * angle_y)
+    cx = number(merged, "cx", path, context, default=width / 2.0)
+    cy = number(merged, "cy", path, context, default=height / 2.0)
+    if fx <= 0 or fy <= 0:
+        raise InputError(path, f"{context}focal lengths must be positive, got fx={fx}, fy={fy}")
+    return fx, fy, cx, cy
