@@ -24,9 +24,9 @@ def artifact_paths(client, run_id, path=None):
 def test_run_baseline_and_find_it_in_mlflow(tiny_blender, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = fieldkd(["run", "method=baseline", "field=hash", "scene=blender", f"scene.path={tiny_blender}",
-                    "trainer.steps=40", "trainer.eval_every=20", "trainer.checkpoint_every=20",
+                    "trainer.steps=150", "trainer.eval_every=75", "trainer.checkpoint_every=75", "trainer.batch_rays=512",
                     "field.log2_hashmap_size=12", "render.samples_per_ray=32", "eval.mesh=true",
-                    "eval.mesh_resolution=32", f"output_dir={tmp_path / 'out'}"], tmp_path, uri)
+                    "eval.mesh_resolution=32", "eval.mesh_level=2.0", f"output_dir={tmp_path / 'out'}"], tmp_path, uri)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1  # stdout carries the summary line and nothing else
@@ -38,7 +38,7 @@ def test_run_baseline_and_find_it_in_mlflow(tiny_blender, tmp_path):
     client = MlflowClient(uri)
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.params["trainer.steps"] == "40"
+    assert run.data.params["trainer.steps"] == "150"
     assert run.data.params["field.name"] == "hash"
     assert run.data.tags["fieldkd.method"] == "baseline"
     assert run.data.tags["fieldkd.backend"] == "torch"
@@ -47,7 +47,7 @@ def test_run_baseline_and_find_it_in_mlflow(tiny_blender, tmp_path):
     assert abs(run.data.metrics["test/psnr"] - summary["metrics"]["test/psnr"]) < 1e-9
     assert "mesh/chamfer" in run.data.metrics
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
-    assert steps[-1] == 40 and len(steps) >= 2
+    assert steps[-1] == 150 and len(steps) >= 2
     assert len(client.get_metric_history(run.info.run_id, "val/psnr")) >= 1
     assert client.get_metric_history(run.info.run_id, "train/samples_per_second")[-1].value > 0
     artifacts = artifact_paths(client, run.info.run_id)
