@@ -110,19 +110,25 @@ class FeatureField(RadianceField):
     raw density, elements 1..15 feed the colour head with the view direction."""
 
     def __init__(self, aabb, *, color_layers: int = 3, color_hidden: int = 64,
-                 dir_encoding: str = "sh", dir_degree: int = 3, **base):
+                 dir_encoding: str = "sh", dir_degree: int = 3, density_bias: float = -2.0, **base):
         super().__init__(aabb, **base)
         self.colour = ColourHead(FEATURE_DIM - 1, dir_encoding, dir_degree, color_layers, color_hidden)
+        # A constant added to the raw density so that a fresh field starts nearly
+        # transparent: empty space is then culled by the occupancy grid from the
+        # first updates instead of being fogged over and learned away slowly.
+        offset = torch.zeros(FEATURE_DIM)
+        offset[0] = density_bias
+        self.register_buffer("feature_offset", offset)
 
     @abstractmethod
     def encode_feature(self, u: torch.Tensor) -> torch.Tensor:
         """u (N, 3) in [0, 1] -> (N, 16) feature."""
 
     def _raw_density(self, u: torch.Tensor) -> torch.Tensor:
-        return self.encode_feature(u)[..., 0]
+        return self.encode_feature(u)[..., 0] + self.feature_offset[0]
 
     def _evaluate(self, u: torch.Tensor, d: torch.Tensor):
-        feature = self.encode_feature(u)
+        feature = self.encode_feature(u) + self.feature_offset
         return feature[..., 0], self.colour(feature[..., 1:], d), feature
 
 

@@ -24,7 +24,8 @@ class OccupancyGrid(nn.Module):
         self.warmup_steps = int(warmup_steps)
         self.register_buffer("aabb", aabb.clone().float())
         r = self.resolution
-        self.register_buffer("density_ema", torch.full((r, r, r), 1e3))  # all on until learned
+        # Every cell counts as occupied until the first update has looked at it.
+        self.register_buffer("density_ema", torch.zeros((r, r, r)))
         self.register_buffer("occupied", torch.ones((r, r, r), dtype=torch.bool))
         idx = torch.stack(torch.meshgrid(*[torch.arange(r)] * 3, indexing="ij"), -1).reshape(-1, 3)
         self.register_buffer("cell_index", idx, persistent=False)

@@ -30,7 +30,7 @@ class VMField(FeatureField):
 
     def _raw_density(self, u: torch.Tensor) -> torch.Tensor:
         # Density needs only the density components: skip appearance entirely.
-        return self.encoding.raw_density(to_signed(u))
+        return self.encoding.raw_density(to_signed(u)) + self.feature_offset[0]
 
     def grid_parameters(self):
         return list(self.encoding.parameters())
