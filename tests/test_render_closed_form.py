@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from fieldkd.platform.render import Renderer, RenderConfig, composite, ray_aabb_intersect, stratified
+from fieldkd.platform.render import OccupancyGrid, Renderer, RenderConfig, composite, ray_aabb_intersect, stratified
 from fieldkd.platform.scenes.cameras import Rays, look_at, rays_through_pixels
 
 
@@ -101,3 +101,13 @@ def test_occupancy_grid_skips_empty_space_without_changing_the_image():
     assert b["n_samples"] < 0.25 * a["n_samples"]
     assert torch.allclose(a["rgb"], b["rgb"], atol=1e-4)
     assert torch.allclose(a["opacity"], b["opacity"], atol=1e-4)
+
+
+def test_occupancy_grid_culls_nothing_during_warmup():
+    grid = OccupancyGrid(torch.tensor([[-1.0] * 3, [1.0] * 3]), resolution=8, warmup_steps=10)
+    ball = lambda x: torch.where(x.norm(dim=-1) < 0.5, 1.0, 0.0)  # noqa: E731
+    grid.update(ball, step=0)
+    assert grid.occupancy_fraction == 1.0
+    grid.update(ball, step=10)
+    assert 0.0 < grid.occupancy_fraction < 0.5
+    assert grid.query(torch.zeros(1, 3)).item() and not grid.query(torch.tensor([[0.9, 0.9, 0.9]])).item()

@@ -16,7 +16,7 @@ from torch import nn
 
 class OccupancyGrid(nn.Module):
     def __init__(self, aabb: torch.Tensor, resolution: int = 64, threshold: float = 0.01,
-                 decay: float = 0.95, warmup_steps: int = 256):
+                 decay: float = 0.95, warmup_steps: int = 64):
         super().__init__()
         self.resolution = int(resolution)
         self.threshold = float(threshold)
@@ -47,8 +47,9 @@ class OccupancyGrid(nn.Module):
     def update(self, density_fn, step: int, max_cells: int | None = None) -> None:
         """Refresh the cell densities with one jittered sample per cell.
 
-        After warm-up only a random quarter of the cells plus every occupied
-        cell is re-evaluated, which keeps the cost of an update bounded.
+        During warm-up every cell is evaluated and none is culled yet; after
+        it only a random quarter of the cells plus every occupied cell is
+        re-evaluated, which keeps the cost of an update bounded.
         """
         r = self.resolution
         n_cells = r ** 3
@@ -66,7 +67,9 @@ class OccupancyGrid(nn.Module):
         density = torch.cat([density_fn(chunk) for chunk in points.split(65536)])
         ema = self.density_ema.reshape(-1)
         ema[cells] = torch.maximum(ema[cells] * self.decay, density.float())
-        self.occupied.copy_(self.density_ema > min(self.threshold, ema.mean().item()))
+        if step >= self.warmup_steps:
+            # Nothing is culled before the field has had time to learn where things are.
+            self.occupied.copy_(self.density_ema > min(self.threshold, ema.mean().item()))
 
     @property
     def occupancy_fraction(self) -> float:

@@ -26,7 +26,7 @@ class RenderConfig:
     occupancy_resolution: int = 64
     occupancy_threshold: float = 0.01
     occupancy_update_every: int = 16
-    occupancy_warmup_steps: int = 256
+    occupancy_warmup_steps: int = 64
 
 
 class Renderer:

@@ -1,6 +1,6 @@
 """Time every field's forward and forward+backward on a batch of points.
 
-    python -m fieldkd.platform.fields.bench --points 65536 --threads 2
+    python benchmarks/field_speed.py --points 65536 --threads 2
 
 Uses each field's default (CPU-sized) config unless ``--tiny``; prints one
 line per field. Best of ``--repeats`` runs after one warm-up.
@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from . import FIELDS, build_field
-from .presets import TINY_CONFIGS
+from fieldkd.platform.fields import FIELDS, build_field
+from fieldkd.platform.fields.presets import TINY_CONFIGS
 
 
 def best_time(fn, repeats: int) -> float:
