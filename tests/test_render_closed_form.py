@@ -5,7 +5,7 @@ import math
 import torch
 
 from fieldkd.platform.render import OccupancyGrid, Renderer, RenderConfig, composite, ray_aabb_intersect, stratified
-from fieldkd.platform.scenes.cameras import Rays, look_at, rays_through_pixels
+from fieldkd.platform.scenes.cameras import look_at, rays_through_pixels
 
 
 def test_constant_density_slab_transmittance():

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from .depth import depth_metrics
 from .image import psnr, ssim
@@ -17,7 +16,6 @@ class ViewScores:
     metrics: dict[str, float]  # test/psnr, test/ssim, [test/lpips], [depth/abs_rel]
     per_view_psnr: list[float]
     images: list[np.ndarray] = field(default_factory=list)  # prediction | ground truth panels
-    notes: list[str] = field(default_factory=list)
 
 
 def evaluate_views(renderer, model, split, views=None, device=None, lpips=None,
