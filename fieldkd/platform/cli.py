@@ -96,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         # Anything a library prints goes to stderr; stdout is for the summary line.
         with contextlib.redirect_stdout(sys.stderr):
             summary = run_command(ns.args) if ns.command == "run" else scenes_command(ns.args)
-    except InputError as exc:
-        print(f"fieldkd: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except Exception as exc:
+        if (bad := input_error_in(exc)) is not None:
+            print(f"fieldkd: error: {bad}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         if _is_config_error(exc):
             print(f"fieldkd: error: config: {_one_line(exc)}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -107,6 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     stdout.write(json.dumps(summary) + "\n")
     stdout.flush()
     return 0
+
+
+def input_error_in(exc: BaseException | None) -> InputError | None:
+    """The bad-input error behind ``exc``, also when it was raised in a Ray worker
+    (Ray wraps it, keeping the original as ``cause``)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        cause = getattr(exc, "cause", None) or exc.__cause__
+        if isinstance(exc, InputError) and not isinstance(cause, InputError):
+            return exc
+        exc = cause
+    return None
 
 
 def _is_config_error(exc: Exception) -> bool:

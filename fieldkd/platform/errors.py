@@ -12,3 +12,7 @@ class InputError(Exception):
         self.where = str(where)
         self.problem = problem
         super().__init__(f"{self.where}: {problem}")
+
+    def __reduce__(self):
+        # Rebuild from both fields, so the error survives the trip back from a Ray worker.
+        return (type(self), (self.where, self.problem))

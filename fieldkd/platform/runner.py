@@ -7,6 +7,7 @@ from typing import Callable
 
 import yaml
 
+from .compute.session import init_ray
 from .stages import RunContext, resolve_device, scene_label
 from .tracking import Run, flatten
 
@@ -14,9 +15,22 @@ from .tracking import Run, flatten
 def execute(cfg: dict, method: Callable[[RunContext], dict]) -> tuple[str, dict]:
     """Start (or, with ``resume=RUN_ID``, reopen) the top-level run and call the method.
 
-    Returns the run id and the method's final metrics, which are also logged
-    on the top-level run. A failing method marks the run FAILED and re-raises.
+    The method runs its stages on Ray: a local instance started here (and shut
+    down at the end), or the cluster given by RAY_ADDRESS. Returns the run id
+    and the method's final metrics, which are also logged on the top-level
+    run. A failing method marks the run FAILED and re-raises.
     """
+    owns_ray = init_ray()
+    try:
+        return _execute(cfg, method)
+    finally:
+        if owns_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _execute(cfg: dict, method: Callable[[RunContext], dict]) -> tuple[str, dict]:
     device = resolve_device(cfg["device"])
     name = cfg["run_name"] or cfg["method"]["name"]
     if cfg.get("resume"):

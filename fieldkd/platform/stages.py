@@ -22,7 +22,7 @@ from .render.renderer import RenderConfig, Renderer
 from .scenes import default_scene_dir, load_scene
 from .scenes.scene import Scene
 from .tracking import Run
-from .train.loop import Trainer, TrainerConfig, TrainResult
+from .train.loop import MetricsLogger, Trainer, TrainerConfig, TrainResult
 from .train.photometric import PhotometricTask
 
 
@@ -41,6 +41,45 @@ class RunContext:
     def tags(self, **extra) -> dict[str, str]:
         return {"fieldkd.method": self.cfg["method"]["name"], "fieldkd.scene": scene_label(self.cfg["scene"]),
                 **{f"fieldkd.{k}": str(v) for k, v in extra.items()}}
+
+    def request(self, stage: str, run: Run | None = None, cfg: dict | None = None, split: str = "train",
+                evaluate: bool = True) -> "StageRequest":
+        """Describe a training stage so that any process can run it (see :func:`fit_stage`)."""
+        return StageRequest(stage=stage, run_id=(run or self.run).run_id, tracking_uri=self.run.tracking_uri,
+                            output_dir=str(self.output_dir), cfg=cfg or self.cfg, split=split,
+                            evaluate=evaluate)
+
+
+@dataclass
+class StageRequest:
+    """Everything a stage needs, as plain data: it travels to Ray actors and Train workers.
+
+    The stage logs into the MLflow run ``run_id`` and keeps its checkpoint in
+    ``output_dir/stage`` (shared storage on a cluster), so a restarted process
+    resumes it in the same run.
+    """
+
+    stage: str
+    run_id: str
+    tracking_uri: str
+    output_dir: str
+    cfg: dict
+    split: str = "train"
+    evaluate: bool = True
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.output_dir) / self.stage
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    metrics: dict[str, float]
+    checkpoint: str  # a storage path, never the weights themselves
+    backend: str
+    steps: int
+    seconds: float
 
 
 @dataclass
@@ -97,7 +136,8 @@ def trainer_config(cfg: dict, **overrides) -> TrainerConfig:
 
 
 def train_field(ctx: RunContext, scene: Scene, run: Run, stage: str, field_cfg: dict | None = None,
-                train_split: str = "train", **trainer_overrides) -> TrainedField:
+                train_split: str = "train", report: MetricsLogger | None = None,
+                **trainer_overrides) -> TrainedField:
     """Train a field on a split's images as one stage; resumes from the stage's checkpoint."""
     cfg = ctx.cfg
     field, backend = make_field(field_cfg or cfg["field"], scene, ctx.device)
@@ -112,11 +152,36 @@ def train_field(ctx: RunContext, scene: Scene, run: Run, stage: str, field_cfg: 
     task = PhotometricTask(field, renderer, scene.split(train_split), int(cfg["trainer"]["batch_rays"]),
                            ctx.device, evaluate=periodic)
     checkpoint_dir = ctx.stage_dir(stage)
-    trainer = Trainer(trainer_config(cfg, **trainer_overrides), log=run.log_metrics,
+    trainer = Trainer(trainer_config(cfg, **trainer_overrides), log=also(run.log_metrics, report),
                       checkpoint_dir=checkpoint_dir, device=ctx.device, description=stage)
     result = trainer.fit(task)
     run.log_metrics({"train/steps": result.steps, "train/seconds": result.seconds}, result.steps)
     return TrainedField(field, renderer, result, backend, checkpoint_dir)
+
+
+def also(log: MetricsLogger, report: MetricsLogger | None) -> MetricsLogger:
+    """Log to MLflow and, if given, to a second sink (a Tune trial's reports)."""
+    if report is None:
+        return log
+
+    def both(metrics: dict, step: int) -> None:
+        log(metrics, step)
+        report(metrics, step)
+
+    return both
+
+
+def fit_stage(request: StageRequest, report: MetricsLogger | None = None) -> StageOutcome:
+    """Train (resuming if a checkpoint exists) and evaluate one stage, in whatever process runs it."""
+    cfg = request.cfg
+    run = Run(request.run_id, request.tracking_uri)
+    ctx = RunContext(cfg=cfg, run=run, device=resolve_device(cfg["device"]), output_dir=Path(request.output_dir))
+    scene = load_scene_from_config(cfg["scene"])
+    trained = train_field(ctx, scene, run, request.stage, train_split=request.split, report=report)
+    run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=trained.backend, stage=request.stage))
+    metrics = evaluate_field(ctx, trained, scene, run) if request.evaluate else {}
+    return StageOutcome(request.stage, metrics, str(trained.checkpoint_dir / "last.pt"), trained.backend,
+                        trained.result.steps, trained.result.seconds)
 
 
 def evaluate_field(ctx: RunContext, trained: TrainedField, scene: Scene, run: Run) -> dict[str, float]:
@@ -168,3 +233,22 @@ def evaluate_mesh(trained: TrainedField, scene: Scene, run: Run, ecfg: dict) -> 
 
 def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}/{k}": v for k, v in metrics.items()} if prefix else dict(metrics)
+
+
+def run_stages(ctx: RunContext, requests: list[StageRequest], distributed: bool = False) -> dict[str, StageOutcome]:
+    """Run stages on Ray: concurrently on the actor pool, or one stage on Ray
+    Train workers when ``distributed`` and ``compute.workers`` > 1."""
+    from .compute.pool import Training, run_trainings
+    from .compute.resources import training_resources
+
+    compute = ctx.cfg["compute"]
+    if distributed and int(compute["workers"]) > 1:
+        from .compute.students import fit_distributed
+
+        if len(requests) != 1:
+            raise ValueError("a distributed stage trains one model")
+        return {requests[0].stage: fit_distributed(requests[0])}
+    num_cpus, num_gpus = training_resources(compute, len(requests))
+    trainings = [Training(r.stage, fit_stage, {"request": r}, num_cpus, num_gpus) for r in requests]
+    outcomes = run_trainings(trainings, max_restarts=int(compute["max_restarts"]))
+    return {name: outcome.result for name, outcome in outcomes.items()}

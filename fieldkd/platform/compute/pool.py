@@ -2,18 +2,24 @@
 
 Experts, teachers, incremental streams and seeds are all the same thing to
 the pool: a picklable function and its keyword arguments, run with the CPUs
-and GPU fraction it asks for. A training must be resumable from storage (its
-checkpoint directory and MLflow run id travel in its arguments), so that when
-its actor dies Ray restarts the actor, retries the call, and the training
-continues from its last checkpoint in the same MLflow run.
+and GPU fraction it asks for. Trainings that do not fit wait for resources;
+an actor is released as soon as its training ends, so the next one can start.
+
+A training must be resumable from storage: its checkpoint directory and its
+MLflow run id travel in its arguments, never tensors through the object
+store. When its actor dies, Ray restarts the actor and retries the call, and
+the training continues from its last checkpoint in the same MLflow run.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..train.progress import inside_ray_worker
 from .session import init_ray, pin_threads
 
 
@@ -30,12 +36,13 @@ class Training:
 class Outcome:
     name: str
     result: Any
-    started: float  # wall-clock interval on the worker, for checking overlap and speed-up
+    started: float  # wall-clock interval of the (last) attempt, for overlap and speed-up checks
     finished: float
     node_id: str
+    pid: int
 
 
-class _Worker:
+class TrainingActor:
     """Runs one training; the actor's process is the training's process."""
 
     def __init__(self, num_cpus: float):
@@ -46,41 +53,61 @@ class _Worker:
 
         started = time.time()
         result = fn(**kwargs)
-        return result, started, time.time(), ray.get_runtime_context().get_node_id()
+        return result, started, time.time(), ray.get_runtime_context().get_node_id(), os.getpid()
 
     def pid(self) -> int:
-        import os
-
         return os.getpid()
 
 
-def run_trainings(trainings: list[Training], max_restarts: int = 3) -> dict[str, Outcome]:
-    """Run all trainings concurrently (as far as resources allow); results by name.
+def run_inline(trainings: list[Training]) -> dict[str, Outcome]:
+    """One after another in this process: used when already inside a Ray worker
+    (a Tune trial), whose resources are its own to use."""
+    outcomes = {}
+    for t in trainings:
+        started = time.time()
+        result = t.fn(**t.kwargs)
+        outcomes[t.name] = Outcome(t.name, result, started, time.time(), "", os.getpid())
+    return outcomes
 
-    A training whose actor crashes is retried up to ``max_restarts`` times. A
-    training that raises fails the whole call with its error.
-    """
+
+def start_actors(trainings: list[Training], max_restarts: int) -> dict[str, Any]:
     import ray
 
-    init_ray()
+    remote = ray.remote(TrainingActor)
+    return {t.name: remote.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, max_restarts=max_restarts,
+                                   max_task_retries=max_restarts).remote(t.num_cpus)
+            for t in trainings}
+
+
+def run_trainings(trainings: list[Training], max_restarts: int = 3,
+                  actors: dict[str, Any] | None = None) -> dict[str, Outcome]:
+    """Run all trainings concurrently as far as resources allow; results by name.
+
+    ``actors`` may come from :func:`start_actors` (to reach them while they
+    run, e.g. to observe or kill one). A training that raises fails the call
+    with its error; the others are stopped.
+    """
     names = [t.name for t in trainings]
     if len(set(names)) != len(names):
         raise ValueError(f"training names must be unique: {names}")
-    remote_worker = ray.remote(_Worker)
-    actors, pending = {}, {}
-    for t in trainings:
-        actor = remote_worker.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, max_restarts=max_restarts,
-                                      max_task_retries=max_restarts).remote(t.num_cpus)
-        actors[t.name] = actor
-        pending[actor.run.remote(t.fn, t.kwargs)] = t.name
+    if inside_ray_worker():
+        return run_inline(trainings)
+    import ray
+
+    init_ray()
+    actors = actors or start_actors(trainings, max_restarts)
+    pending = {actors[t.name].run.remote(t.fn, t.kwargs): t.name for t in trainings}
     outcomes: dict[str, Outcome] = {}
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             name = pending.pop(done[0])
-            result, started, finished, node = ray.get(done[0])
-            outcomes[name] = Outcome(name, result, started, finished, node)
+            result, started, finished, node, pid = ray.get(done[0])
+            outcomes[name] = Outcome(name, result, started, finished, node, pid)
+            ray.kill(actors[name])  # frees its resources for trainings still waiting
+            print(f"fieldkd: {name} finished in {finished - started:.1f} s", file=sys.stderr)
     finally:
-        for actor in actors.values():
-            ray.kill(actor)
+        for name, actor in actors.items():
+            if name not in outcomes:
+                ray.kill(actor, no_restart=True)
     return outcomes

@@ -15,23 +15,51 @@ NAMESPACE = "fieldkd"
 
 
 def cluster_address() -> str | None:
-    """The cluster to join: RAY_ADDRESS (also set by Ray for submitted jobs)."""
+    """The cluster to join: RAY_ADDRESS (Ray also sets it for a submitted job's driver)."""
     return os.environ.get("RAY_ADDRESS") or None
 
 
-def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> dict:
-    """Start or join Ray once per process; returns the cluster's total resources."""
+def machine_cpus() -> int:
+    """CPUs this process may use (respects taskset/cgroup affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
+    """Start or join Ray once per process.
+
+    Returns True when this call started a local instance, which the caller
+    then owns and should shut down.
+    """
     import ray
 
-    if not ray.is_initialized():
-        common = dict(namespace=NAMESPACE, log_to_driver=True, configure_logging=False)
-        address = cluster_address()
-        if address:
-            ray.init(address=address, **common)
-        else:
-            ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False,
-                     **common)
-    return ray.cluster_resources()
+    if ray.is_initialized():
+        return False
+    common = dict(namespace=NAMESPACE, log_to_driver=True, configure_logging=False)
+    address = cluster_address()
+    if address:
+        ray.init(address=address, **common)
+        return False
+    ray.init(num_cpus=num_cpus or machine_cpus(), num_gpus=num_gpus, include_dashboard=False, **common)
+    return True
+
+
+def cluster_cpus() -> float:
+    """CPUs of the largest node: one training never spans machines."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return max((n["Resources"].get("CPU", 0.0) for n in nodes), default=1.0)
+
+
+def cluster_gpus_per_node() -> float:
+    """GPUs of the best-equipped node (0 on a CPU cluster)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return max((n["Resources"].get("GPU", 0.0) for n in nodes), default=0.0)
 
 
 def pin_threads(num_cpus: float) -> int:

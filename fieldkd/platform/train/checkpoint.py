@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -39,3 +40,25 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 def find_checkpoint(directory: str | Path) -> Path | None:
     candidate = Path(directory) / LAST
     return candidate if candidate.exists() else None
+
+
+class Checkpoints(Protocol):
+    """Where the training loop keeps its state: a directory, or Ray Train's reports."""
+
+    def load(self, map_location) -> dict | None: ...
+
+    def save(self, state: dict, step: int) -> None: ...
+
+
+class DirectoryCheckpoints:
+    """``last.pt`` in a directory, which may be shared storage."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def load(self, map_location="cpu") -> dict | None:
+        path = find_checkpoint(self.directory)
+        return load_checkpoint(path, map_location) if path else None
+
+    def save(self, state: dict, step: int) -> None:
+        save_checkpoint(state, self.directory)

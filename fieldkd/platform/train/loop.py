@@ -17,12 +17,12 @@ from typing import Callable, Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import DirectoryCheckpoints, Checkpoints
+from .progress import progress_bar
 from .schedule import lr_factor
 
 MetricsLogger = Callable[[dict, int], None]
+Clock = Callable[[float], float]  # local elapsed seconds -> the elapsed time every process agrees on
 
 
 class Task(Protocol):
@@ -93,20 +93,26 @@ def make_optimizer(groups: list[dict], cfg: TrainerConfig) -> torch.optim.Optimi
 class Trainer:
     def __init__(self, cfg: TrainerConfig, log: MetricsLogger | None = None,
                  checkpoint_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                 description: str = "train"):
+                 description: str = "train", checkpoints: Checkpoints | None = None,
+                 clock: Clock | None = None, show_progress: bool = True):
+        """``checkpoints`` replaces the default directory store (Ray Train reports
+        them instead); ``clock`` lets data-parallel workers agree on the time
+        budget, so that they stop at the same step with the same learning rate."""
         self.cfg = cfg
         self.log = log or (lambda metrics, step: None)
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.checkpoints = checkpoints or (DirectoryCheckpoints(checkpoint_dir) if checkpoint_dir else None)
         self.device = torch.device(device)
         self.description = description
+        self.clock = clock or (lambda seconds: seconds)
+        self.show_progress = show_progress
 
     def fit(self, task: Task, resume: bool = True) -> TrainResult:
         cfg = self.cfg
         optimizer = make_optimizer(task.param_groups(cfg.lr), cfg)
         base_lrs = [g["lr"] for g in optimizer.param_groups]
         step, elapsed_before = 0, 0.0
-        if resume and self.checkpoint_dir and (path := find_checkpoint(self.checkpoint_dir)):
-            state = load_checkpoint(path, map_location=self.device)
+        state = self.checkpoints.load(self.device) if resume and self.checkpoints else None
+        if state is not None:
             task.load_state_dict(state["task"])
             optimizer.load_state_dict(state["optimizer"])
             step, elapsed_before = state["step"], state["elapsed"]
@@ -119,19 +125,19 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
         started = time.perf_counter()
-        elapsed = lambda: elapsed_before + time.perf_counter() - started  # noqa: E731
+        elapsed = lambda: self.clock(elapsed_before + time.perf_counter() - started)  # noqa: E731
         window_samples, window_start = 0, time.perf_counter()
         last_eval: dict = {}
         stopped_by = "steps"
-        bar = tqdm(total=cfg.steps, initial=step, desc=self.description, disable=not cfg.progress,
-                   dynamic_ncols=True, leave=False)
+        bar = progress_bar(cfg.steps, step, self.description, enabled=cfg.progress and self.show_progress)
         while step < cfg.steps:
-            if cfg.max_seconds is not None and elapsed() >= cfg.max_seconds:
+            now_elapsed = elapsed() if cfg.max_seconds is not None else 0.0
+            if cfg.max_seconds is not None and now_elapsed >= cfg.max_seconds:
                 stopped_by = "time"
                 break
             progress = step / cfg.steps
             if cfg.max_seconds:
-                progress = max(progress, elapsed() / cfg.max_seconds)
+                progress = max(progress, now_elapsed / cfg.max_seconds)
             factor = lr_factor(step, progress, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor
@@ -163,17 +169,17 @@ class Trainer:
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
                 last_eval = task.evaluate(step)
                 self.log(last_eval, step)
-            if self.checkpoint_dir and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            if self.checkpoints and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 self._save(task, optimizer, step, elapsed())
         bar.close()
-        if self.checkpoint_dir:
-            self._save(task, optimizer, step, elapsed())
-        return TrainResult(steps=step, seconds=elapsed(), stopped_by=stopped_by, last_eval=last_eval)
+        seconds = elapsed()
+        if self.checkpoints:
+            self._save(task, optimizer, step, seconds)
+        return TrainResult(steps=step, seconds=seconds, stopped_by=stopped_by, last_eval=last_eval)
 
     def _save(self, task: Task, optimizer, step: int, elapsed: float) -> None:
-        save_checkpoint({"task": task.state_dict(), "optimizer": optimizer.state_dict(),
-                         "step": step, "elapsed": elapsed, "rng": _rng_state()},
-                        self.checkpoint_dir)
+        self.checkpoints.save({"task": task.state_dict(), "optimizer": optimizer.state_dict(),
+                               "step": step, "elapsed": elapsed, "rng": _rng_state()}, step)
 
 
 def _rng_state() -> dict:
