@@ -12,17 +12,20 @@ from .stages import RunContext, resolve_device, scene_label
 from .tracking import Run, flatten
 
 
-def execute(cfg: dict, method: Callable[[RunContext], dict]) -> tuple[str, dict]:
+def execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None = None) -> tuple[str, dict]:
     """Start (or, with ``resume=RUN_ID``, reopen) the top-level run and call the method.
 
     The method runs its stages on Ray: a local instance started here (and shut
     down at the end), or the cluster given by RAY_ADDRESS. Returns the run id
     and the method's final metrics, which are also logged on the top-level
-    run. A failing method marks the run FAILED and re-raises.
+    run. With ``parent`` (a run id) the run is its child, as a sweep trial is.
+    A failing method marks the run FAILED and re-raises.
     """
-    owns_ray = init_ray()
+    compute = cfg["compute"]
+    dashboard = compute["dashboard"] if compute["dashboard"] is not None else int(compute["workers"]) > 1
+    owns_ray = init_ray(dashboard=bool(dashboard))
     try:
-        return _execute(cfg, method)
+        return _execute(cfg, method, parent)
     finally:
         if owns_ray:
             import ray
@@ -30,7 +33,7 @@ def execute(cfg: dict, method: Callable[[RunContext], dict]) -> tuple[str, dict]
             ray.shutdown()
 
 
-def _execute(cfg: dict, method: Callable[[RunContext], dict]) -> tuple[str, dict]:
+def _execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None) -> tuple[str, dict]:
     device = resolve_device(cfg["device"])
     name = cfg["run_name"] or cfg["method"]["name"]
     if cfg.get("resume"):
@@ -40,7 +43,7 @@ def _execute(cfg: dict, method: Callable[[RunContext], dict]) -> tuple[str, dict
             "fieldkd.method": cfg["method"]["name"],
             "fieldkd.field": cfg["field"]["name"],
             "fieldkd.scene": scene_label(cfg["scene"]),
-        })
+        }, parent=parent)
         run.log_params(flatten(cfg))
         run.log_text(yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
     output_dir = Path(cfg["output_dir"]).resolve() / run.run_id

@@ -7,6 +7,7 @@ driven by the resolved config, so a method stays a short recipe.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,16 +160,32 @@ def train_field(ctx: RunContext, scene: Scene, run: Run, stage: str, field_cfg: 
     return TrainedField(field, renderer, result, backend, checkpoint_dir)
 
 
+_REPORT_SINKS: list[MetricsLogger] = []
+
+
+@contextlib.contextmanager
+def reporting_to(sink: MetricsLogger):
+    """Send every metric that stages in this process log also to ``sink``
+    (e.g. a Tune trial's ``tune.report``), however deep the method calls them."""
+    _REPORT_SINKS.append(sink)
+    try:
+        yield
+    finally:
+        _REPORT_SINKS.remove(sink)
+
+
 def also(log: MetricsLogger, report: MetricsLogger | None) -> MetricsLogger:
-    """Log to MLflow and, if given, to a second sink (a Tune trial's reports)."""
-    if report is None:
+    """Log to MLflow and to the extra sinks: ``report`` and any active :func:`reporting_to`."""
+    sinks = [s for s in [report, *_REPORT_SINKS] if s is not None]
+    if not sinks:
         return log
 
-    def both(metrics: dict, step: int) -> None:
+    def fan_out(metrics: dict, step: int) -> None:
         log(metrics, step)
-        report(metrics, step)
+        for sink in sinks:
+            sink(metrics, step)
 
-    return both
+    return fan_out
 
 
 def fit_stage(request: StageRequest, report: MetricsLogger | None = None) -> StageOutcome:

@@ -27,9 +27,11 @@ def machine_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
+def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, dashboard: bool = False) -> bool:
     """Start or join Ray once per process.
 
+    The dashboard of a local instance costs a few seconds of start-up, so it
+    is started only on request (Ray Train's state queries need it).
     Returns True when this call started a local instance, which the caller
     then owns and should shut down.
     """
@@ -42,7 +44,7 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, **common)
         return False
-    ray.init(num_cpus=num_cpus or machine_cpus(), num_gpus=num_gpus, include_dashboard=False, **common)
+    ray.init(num_cpus=num_cpus or machine_cpus(), num_gpus=num_gpus, include_dashboard=dashboard, **common)
     return True
 
 

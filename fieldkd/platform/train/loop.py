@@ -117,6 +117,7 @@ class Trainer:
             optimizer.load_state_dict(state["optimizer"])
             step, elapsed_before = state["step"], state["elapsed"]
             _restore_rng(state["rng"])
+            self.log({"train/resumed_from_step": step}, step)
         else:
             seed_everything(cfg.seed)
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
 from ..evaluate.image import mse_to_psnr
 from ..render.renderer import Renderer
+from ..scenes.cameras import Rays
 from ..scenes.scene import SceneSplit
+
+
+class RaySource(Protocol):
+    def sample(self, n_rays: int) -> tuple[Rays, torch.Tensor]: ...
 
 
 class PixelSampler:
@@ -33,16 +38,23 @@ class PixelSampler:
 
 
 class PhotometricTask:
-    """MSE between rendered and real pixels, plus the field's own regularisers."""
+    """MSE between rendered and real pixels, plus the field's own regularisers.
 
-    def __init__(self, field: torch.nn.Module, renderer: Renderer, train: SceneSplit,
+    ``train`` is a split (random pixels of its images) or any ray source with
+    ``sample(n) -> (rays, colours)``, such as a Ray Data shard. ``forward`` is
+    the module the rays are rendered through, e.g. the field wrapped in
+    DistributedDataParallel; the bare field still owns parameters and state.
+    """
+
+    def __init__(self, field: torch.nn.Module, renderer: Renderer, train: "SceneSplit | RaySource",
                  batch_rays: int, device: torch.device,
-                 evaluate: Callable[[int], dict] | None = None):
+                 evaluate: Callable[[int], dict] | None = None, forward: torch.nn.Module | None = None):
         self.field = field
+        self.forward = forward or field
         self.renderer = renderer
         self.batch_rays = batch_rays
         self.device = device
-        self.pixels = PixelSampler(train, device)
+        self.pixels = PixelSampler(train, device) if isinstance(train, SceneSplit) else train
         self._evaluate = evaluate
 
     def param_groups(self, lr: float) -> list[dict]:
@@ -50,7 +62,7 @@ class PhotometricTask:
 
     def training_step(self, step: int):
         rays, target = self.pixels.sample(self.batch_rays)
-        out = self.renderer.render_rays(self.field, rays, train=True)
+        out = self.renderer.render_rays(self.forward, rays, train=True)
         mse = torch.mean((out["rgb"].float() - target) ** 2)
         loss = mse + self.field.regularization()
         return loss, {"train/psnr": mse_to_psnr(mse.item())}, out["n_samples"]

@@ -1,0 +1,216 @@
+"""Students on many workers: Ray Train's TorchTrainer with DDP.
+
+The stage's training rays are written once as Parquet shards; Ray Data reads
+them and hands each worker its own stream. Gradients are averaged by
+DistributedDataParallel (gloo on CPU, NCCL on GPU), so with the global batch
+split evenly the workers take the same steps one process would. Checkpoints go
+through ``ray.train.report`` into the run's storage path, and a killed worker
+is replaced by Ray Train, which restarts the group from the last checkpoint.
+Only rank 0 logs to MLflow, draws progress and evaluates.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..stages import StageOutcome, StageRequest
+
+LOCAL_SHUFFLE_ROWS = 8192
+
+
+def fit_distributed(request: StageRequest) -> StageOutcome:
+    """Train the request's field on ``compute.workers`` Ray Train workers, then evaluate it."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ..stages import load_scene_from_config
+    from ..train.ray_shards import write_ray_shards
+    from .session import cluster_cpus, cluster_gpus_per_node
+
+    compute = request.cfg["compute"]
+    workers = int(compute["workers"])
+    use_gpu = cluster_gpus_per_node() > 0 and request.cfg["device"] != "cpu"
+    cpus = compute.get("cpus_per_training") or max(1.0, float(int(cluster_cpus() // workers)))
+    scene = load_scene_from_config(request.cfg["scene"])
+    shards = write_ray_shards(scene.split(request.split), request.checkpoint_dir / "rays", seed=request.cfg["seed"])
+    # Read before the workers take the CPUs: on a small machine no core would be left for reading.
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the training bar is the one to watch
+    rays = ray.data.read_parquet(str(shards)).materialize()
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"request": request, "cpus_per_worker": cpus},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})}),
+        datasets={"train": rays},
+        run_config=RunConfig(name=f"{request.stage}-train", storage_path=str(Path(request.output_dir).resolve()),
+                             failure_config=FailureConfig(max_failures=int(compute["max_restarts"])),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             logging_config=LoggingConfig(log_level="WARNING")),
+    )
+    trainer.fit()
+    return read_outcome(request)
+
+
+OUTCOME = "outcome.json"
+
+
+def write_outcome(outcome: StageOutcome, request: StageRequest) -> None:
+    """Rank 0 leaves the stage's result next to its checkpoint, in storage."""
+    import dataclasses
+    import json
+
+    path = request.checkpoint_dir / OUTCOME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dataclasses.asdict(outcome)))
+
+
+def read_outcome(request: StageRequest) -> StageOutcome:
+    import json
+
+    return StageOutcome(**json.loads((request.checkpoint_dir / OUTCOME).read_text()))
+
+
+class ShardRays:
+    """A worker's endless stream of ray batches from its Ray Data shard."""
+
+    def __init__(self, shard, batch_rays: int, device: torch.device):
+        self.shard, self.batch_rays, self.device = shard, batch_rays, device
+        self.batches = self._endless()
+
+    def _endless(self):
+        from ..train.ray_shards import batch_to_rays
+
+        while True:
+            for batch in self.shard.iter_torch_batches(batch_size=self.batch_rays, drop_last=True,
+                                                       local_shuffle_buffer_size=LOCAL_SHUFFLE_ROWS):
+                yield batch_to_rays(batch, self.device)
+
+    def sample(self, n_rays: int):
+        return next(self.batches)
+
+
+class ReportedCheckpoints:
+    """Trainer checkpoints that travel through ``ray.train.report``.
+
+    Every rank reports at the same steps (Ray Train expects it); rank 0
+    attaches the state. Without a reported checkpoint (a fresh Train run), a
+    ``last.pt`` in the stage's storage folder, left by an earlier attempt of
+    the same MLflow run, is resumed instead.
+    """
+
+    def __init__(self, rank: int, fallback_dir: Path):
+        self.rank, self.fallback_dir = rank, fallback_dir
+
+    def load(self, map_location) -> dict | None:
+        import ray.train
+
+        from ..train.checkpoint import DirectoryCheckpoints, load_checkpoint
+
+        reported = ray.train.get_checkpoint()
+        if reported is None:
+            return DirectoryCheckpoints(self.fallback_dir).load(map_location)
+        with reported.as_directory() as folder:
+            return load_checkpoint(Path(folder), map_location)
+
+    def save(self, state: dict, step: int) -> None:
+        import ray.train
+
+        from ..train.checkpoint import save_checkpoint
+
+        if self.rank != 0:
+            ray.train.report({"step": step})
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            save_checkpoint(state, folder)
+            ray.train.report({"step": step}, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        save_checkpoint(state, self.fallback_dir)
+
+
+def agreed_seconds(local: float) -> float:
+    """The slowest worker's clock: all stop at the same step with the same learning rate."""
+    import torch.distributed as dist
+
+    value = torch.tensor([local], dtype=torch.float64)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return float(value.item())
+
+
+def share_rank0_state(module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (e.g. the occupancy grid) to every worker."""
+    import torch.distributed as dist
+
+    for buffer in module.buffers():
+        if buffer.dtype == torch.bool:  # gloo does not broadcast bools
+            as_bytes = buffer.to(torch.uint8)
+            dist.broadcast(as_bytes, src=0)
+            buffer.copy_(as_bytes.bool())
+        else:
+            dist.broadcast(buffer, src=0)
+
+
+def train_worker(config: dict) -> None:
+    """One Ray Train worker: DDP over the shared field, rank 0 logs and evaluates."""
+    import ray.train
+    import ray.train.torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    from ..stages import (RunContext, evaluate_field, load_scene_from_config, make_field, make_renderer,
+                          trainer_config)
+    from ..stages import TrainedField
+    from ..evaluate.views import evaluate_views
+    from ..tracking import Run
+    from ..train.loop import Trainer
+    from ..train.photometric import PhotometricTask
+    from .session import pin_threads
+
+    request: StageRequest = config["request"]
+    cfg = request.cfg
+    pin_threads(config["cpus_per_worker"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    scene = load_scene_from_config(cfg["scene"])
+    field, backend = make_field(cfg["field"], scene, device)
+    renderer = make_renderer(cfg, scene, device)
+    model = DistributedDataParallel(field, forward_sync_buffers=False) if world > 1 else field
+    run = Run(request.run_id, request.tracking_uri) if rank == 0 else None
+    ctx = RunContext(cfg=cfg, run=run, device=device, output_dir=Path(request.output_dir))
+    val = scene.split("val")
+    n_periodic = min(int(cfg["eval"]["periodic_views"]), len(val))
+
+    def periodic(step: int) -> dict:
+        if rank != 0:
+            return {}
+        return evaluate_views(renderer, field, val, range(n_periodic), device, prefix="val").metrics
+
+    per_worker = max(1, int(cfg["trainer"]["batch_rays"]) // world)
+    source = ShardRays(ray.train.get_dataset_shard("train"), per_worker, device)
+    task = PhotometricTask(field, renderer, source, per_worker, device, evaluate=periodic, forward=model)
+    if world > 1 and renderer.grid is not None:
+        refresh_every = int(cfg["render"]["occupancy_update_every"])
+        update = task.after_step
+
+        def after_step(step: int) -> None:
+            update(step)
+            if step % refresh_every == 0:
+                share_rank0_state(renderer.grid)
+
+        task.after_step = after_step
+    trainer = Trainer(trainer_config(cfg), log=run.log_metrics if run else None,
+                      checkpoints=ReportedCheckpoints(rank, request.checkpoint_dir), device=device,
+                      description=f"{request.stage} x{world}", show_progress=rank == 0,
+                      clock=agreed_seconds if world > 1 else None)
+    result = trainer.fit(task)
+    if rank == 0:
+        run.log_metrics({"train/steps": result.steps, "train/seconds": result.seconds,
+                         "train/workers": world}, result.steps)
+        run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=backend, stage=request.stage,
+                              workers=world))
+        trained = TrainedField(field, renderer, result, backend, request.checkpoint_dir)
+        metrics = evaluate_field(ctx, trained, scene, run) if request.evaluate else {}
+        write_outcome(StageOutcome(request.stage, metrics, str(request.checkpoint_dir / "last.pt"), backend,
+                                   result.steps, result.seconds), request)

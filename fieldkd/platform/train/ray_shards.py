@@ -1,0 +1,62 @@
+"""Training rays as Parquet shards, the input of Ray Train students.
+
+Every pixel of a split becomes one row: ray origin, unit direction, the
+factor from distance to camera z, and the pixel's colour. Rows are shuffled
+once with a seed when written, so that workers reading contiguous shards still
+see a mix of views. Columns are plain float32 scalars: they stream through
+Ray Data and arrive in a worker as ready-made tensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from ..scenes.cameras import Rays
+from ..scenes.scene import SceneSplit
+
+COLUMNS = ("ox", "oy", "oz", "dx", "dy", "dz", "z_scale", "r", "g", "b")
+SCHEMA = pa.schema([(name, pa.float32()) for name in COLUMNS])
+ROW_GROUP_ROWS = 16384  # a few hundred KiB per group: small enough to stream, large enough to scan fast
+DONE = "_COMPLETE"
+
+
+def split_rows(split: SceneSplit) -> np.ndarray:
+    """(n_pixels, 10) float32: every ray of the split with its colour."""
+    rows = []
+    for i in range(len(split)):
+        rays = split.cameras.image_rays(i)
+        colors = split.images[i].reshape(-1, 3)
+        rows.append(torch.cat([rays.origins, rays.directions, rays.z_scale[:, None], colors], dim=1))
+    return torch.cat(rows).numpy().astype(np.float32)
+
+
+def write_ray_shards(split: SceneSplit, directory: str | Path, rows_per_shard: int = 131072,
+                     seed: int = 0) -> Path:
+    """Write the split's rays once; an existing complete set is reused."""
+    directory = Path(directory)
+    if (directory / DONE).exists():
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = split_rows(split)
+    rows = rows[np.random.default_rng(seed).permutation(len(rows))]
+    for index, start in enumerate(range(0, len(rows), rows_per_shard)):
+        chunk = rows[start:start + rows_per_shard]
+        table = pa.Table.from_arrays([pa.array(chunk[:, j]) for j in range(len(COLUMNS))], schema=SCHEMA)
+        tmp = directory / f".shard-{index:05d}.parquet"
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
+        tmp.rename(directory / f"shard-{index:05d}.parquet")
+    (directory / DONE).touch()  # readers never see half a set
+    return directory
+
+
+def batch_to_rays(batch: dict[str, torch.Tensor], device: torch.device) -> tuple[Rays, torch.Tensor]:
+    col = {k: v.to(device, torch.float32) for k, v in batch.items()}
+    origins = torch.stack([col["ox"], col["oy"], col["oz"]], dim=-1)
+    directions = torch.stack([col["dx"], col["dy"], col["dz"]], dim=-1)
+    colors = torch.stack([col["r"], col["g"], col["b"]], dim=-1)
+    return Rays(origins, directions, col["z_scale"]), colors
