@@ -47,7 +47,7 @@ def test_resume_continues_at_the_same_step_and_matches_an_uninterrupted_run(tiny
     result = Trainer(config(12), log=lambda m, s: logged.append(s),
                      checkpoint_dir=tmp_path / "resumed").fit(second)
     assert result.steps == 12
-    assert logged[0] == 6  # training continues with the step after the checkpoint
+    assert logged[:2] == [5, 6]  # "resumed from step 5", then training continues with the next step
     for a, b in zip(straight.field.parameters(), second.field.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
 
