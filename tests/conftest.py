@@ -24,3 +24,22 @@ def mlflow_uri(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+def tiny_run_overrides(scene_dir, output_dir, steps=60):
+    """A training that takes seconds: tiny scene, few samples, no extras."""
+    return ["scene=blender", f"scene.path={scene_dir}", f"trainer.steps={steps}", "trainer.eval_every=0",
+            "trainer.log_every=10", "trainer.checkpoint_every=10", "trainer.batch_rays=256",
+            "field.log2_hashmap_size=12", "render.samples_per_ray=32", "eval.max_views=1", "eval.lpips=false",
+            "eval.log_images=1", f"output_dir={output_dir}"]
+
+
+@pytest.fixture
+def local_ray():
+    """A real local Ray with this machine's two cores, shut down afterwards."""
+    import ray
+
+    ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, namespace="fieldkd-tests")
+    yield ray
+    ray.shutdown()

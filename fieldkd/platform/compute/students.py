@@ -152,6 +152,17 @@ def share_rank0_state(module: torch.nn.Module) -> None:
             dist.broadcast(buffer, src=0)
 
 
+def replica_spread(module: torch.nn.Module) -> float:
+    """Largest difference between the workers' parameter checksums: 0 when DDP kept them in step."""
+    import torch.distributed as dist
+
+    checksum = torch.stack([p.detach().double().sum() for p in module.parameters()]).sum().reshape(1).cpu()
+    found = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(found, checksum)
+    values = torch.cat(found)
+    return float(values.max() - values.min())
+
+
 def train_worker(config: dict) -> None:
     """One Ray Train worker: DDP over the shared field, rank 0 logs and evaluates."""
     import ray.train
@@ -205,9 +216,10 @@ def train_worker(config: dict) -> None:
                       description=f"{request.stage} x{world}", show_progress=rank == 0,
                       clock=agreed_seconds if world > 1 else None)
     result = trainer.fit(task)
+    spread = replica_spread(field) if world > 1 else 0.0
     if rank == 0:
         run.log_metrics({"train/steps": result.steps, "train/seconds": result.seconds,
-                         "train/workers": world}, result.steps)
+                         "train/workers": world, "train/replica_spread": spread}, result.steps)
         run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=backend, stage=request.stage,
                               workers=world))
         trained = TrainedField(field, renderer, result, backend, request.checkpoint_dir)
