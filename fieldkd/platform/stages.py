@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .compute.session import placement
 from .errors import InputError
 from .evaluate.image import make_lpips
 from .evaluate.mesh import extract_mesh, load_mesh, mesh_metrics
@@ -195,7 +196,8 @@ def fit_stage(request: StageRequest, report: MetricsLogger | None = None) -> Sta
     ctx = RunContext(cfg=cfg, run=run, device=resolve_device(cfg["device"]), output_dir=Path(request.output_dir))
     scene = load_scene_from_config(cfg["scene"])
     trained = train_field(ctx, scene, run, request.stage, train_split=request.split, report=report)
-    run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=trained.backend, stage=request.stage))
+    run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=trained.backend, stage=request.stage,
+                          **placement()))
     metrics = evaluate_field(ctx, trained, scene, run) if request.evaluate else {}
     return StageOutcome(request.stage, metrics, str(trained.checkpoint_dir / "last.pt"), trained.backend,
                         trained.result.steps, trained.result.seconds)

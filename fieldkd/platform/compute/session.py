@@ -72,3 +72,15 @@ def pin_threads(num_cpus: float) -> int:
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     return threads
+
+
+def placement() -> dict[str, str]:
+    """Where this process runs, as run tags: the Ray node and the host."""
+    import socket
+
+    import ray
+
+    found = {"host": socket.gethostname()}
+    if ray.is_initialized():
+        found["node"] = ray.get_runtime_context().get_node_id()
+    return found
