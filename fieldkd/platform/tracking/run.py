@@ -3,6 +3,11 @@
 A pipeline is a parent run; its stages are child runs that point to it with the
 ``mlflow.parentRunId`` tag. Because runs are addressed by id, a child can be
 created or resumed in another process (a Ray actor, a Train worker, a trial).
+
+Every call to the store is retried with backoff when it fails for a passing
+reason (a locked SQLite database, a tracking server that is briefly away); see
+:mod:`.retry`. A run can sample system metrics (CPU, memory, disk, network, GPU)
+into itself from a background thread; :meth:`Run.finish` stops it.
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunTag, ViewType
 
+from .retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 from .store import client as make_client
 from .store import experiment_id
+from .system import SYSTEM_PREFIX, SystemMetrics
 
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAM_LENGTH = 6000
-BATCH = 100  # MLflow's per-request limit for params
+BATCH = 100  # MLflow's per-request limit for params and for tags
+METRIC_BATCH = 1000  # MLflow's per-request limit for metrics
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:
@@ -36,64 +44,157 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
 
 
 class Run:
-    def __init__(self, run_id: str, tracking_uri: str | None = None):
+    """A handle on one MLflow run. Cheap to create; pickles as (run id, tracking URI)."""
+
+    def __init__(self, run_id: str, tracking_uri: str | None = None,
+                 retry: RetryPolicy | None = None):
         self.client = make_client(tracking_uri)
         self.run_id = run_id
+        self.retry = retry or DEFAULT_POLICY
+        self.retries = 0  # transient failures this handle recovered from
+        self._system: SystemMetrics | None = None
+
+    def __reduce__(self):
+        return (Run, (self.run_id, self.tracking_uri, self.retry))
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_id!r}, {self.tracking_uri!r})"
 
     @property
     def tracking_uri(self) -> str:
         return self.client.tracking_uri
 
+    def _call(self, fn, *args, **kwargs):
+        return call_with_retry(fn, *args, policy=self.retry, on_retry=self._count_retry, **kwargs)
+
+    def _count_retry(self, _exc: BaseException) -> None:
+        self.retries += 1
+
+    # -- creating and finding runs -------------------------------------------------------
+
     @classmethod
     def start(cls, experiment: str, name: str, tags: dict[str, str] | None = None,
-              parent: "Run | str | None" = None, tracking_uri: str | None = None) -> "Run":
+              parent: Run | str | None = None, tracking_uri: str | None = None) -> Run:
         c = make_client(tracking_uri)
-        tags = dict(tags or {})
+        tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent is not None:
             tags[PARENT_TAG] = parent if isinstance(parent, str) else parent.run_id
-        created = c.create_run(experiment_id(c, experiment), run_name=name, tags=tags)
+        created = call_with_retry(c.create_run, experiment_id(c, experiment), run_name=name, tags=tags)
         return cls(created.info.run_id, c.tracking_uri)
 
     @classmethod
-    def resume(cls, run_id: str, tracking_uri: str | None = None) -> "Run":
+    def resume(cls, run_id: str, tracking_uri: str | None = None) -> Run:
         run = cls(run_id, tracking_uri)
-        run.client.update_run(run_id, status="RUNNING")
+        run._call(run.client.update_run, run_id, status="RUNNING")
         return run
 
-    def child(self, name: str, tags: dict[str, str] | None = None) -> "Run":
-        experiment = self.client.get_experiment(self.info.experiment_id).name
-        return Run.start(experiment, name, tags, parent=self, tracking_uri=self.tracking_uri)
+    def child(self, name: str, tags: dict[str, str] | None = None) -> Run:
+        """A new run in this run's experiment, linked to this one by ``mlflow.parentRunId``."""
+        tags = {k: str(v) for k, v in (tags or {}).items()}
+        tags[PARENT_TAG] = self.run_id
+        created = self._call(self.client.create_run, self.info.experiment_id, run_name=name, tags=tags)
+        return Run(created.info.run_id, self.tracking_uri, self.retry)
 
     @property
     def info(self):
-        return self.client.get_run(self.run_id).info
+        return self._call(self.client.get_run, self.run_id).info
+
+    def get(self):
+        """The stored run (``mlflow.entities.Run``): info, params, latest metrics, tags."""
+        return self._call(self.client.get_run, self.run_id)
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.get().data.tags.get(PARENT_TAG)
+
+    def children(self) -> list[Run]:
+        """Runs in this run's experiment whose ``mlflow.parentRunId`` is this run, oldest first."""
+        found, token = [], None
+        query = f"tags.`{PARENT_TAG}` = '{self.run_id}'"
+        while True:
+            page = self._call(self.client.search_runs, [self.info.experiment_id], query,
+                              run_view_type=ViewType.ALL, max_results=1000,
+                              order_by=["attributes.start_time ASC"], page_token=token)
+            found.extend(page)
+            token = page.token
+            if not token:
+                break
+        return [Run(r.info.run_id, self.tracking_uri, self.retry) for r in found]
+
+    # -- logging ---------------------------------------------------------------------------
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for start in range(0, len(items), BATCH):
+            self._call(self.client.log_batch, self.run_id, tags=items[start:start + BATCH])
 
     def log_params(self, params: dict[str, str]) -> None:
         items = [Param(k, v) for k, v in params.items()]
         for start in range(0, len(items), BATCH):
-            self.client.log_batch(self.run_id, params=items[start:start + BATCH])
+            self._call(self.client.log_batch, self.run_id, params=items[start:start + BATCH])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        # The timestamp is fixed before the first try, so a retried batch that had in
+        # fact been stored is recognised by MLflow as the same points.
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
                  if v is not None and np.isfinite(float(v))]
-        if items:
-            self.client.log_batch(self.run_id, metrics=items)
+        for start in range(0, len(items), METRIC_BATCH):
+            self._call(self.client.log_batch, self.run_id, metrics=items[start:start + METRIC_BATCH])
 
     def log_artifact(self, path: str | Path, directory: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), directory)
+        self._call(self.client.log_artifact, self.run_id, str(path), directory)
 
     def log_text(self, text: str, file_name: str) -> None:
-        self.client.log_text(self.run_id, text, file_name)
+        self._call(self.client.log_text, self.run_id, text, file_name)
 
     def log_image(self, image: np.ndarray, file_name: str) -> None:
-        self.client.log_image(self.run_id, image, file_name)
+        self._call(self.client.log_image, self.run_id, image, file_name)
 
     def log_figure(self, figure, file_name: str) -> None:
-        self.client.log_figure(self.run_id, figure, file_name)
+        self._call(self.client.log_figure, self.run_id, figure, file_name)
+
+    # -- system metrics --------------------------------------------------------------------
+
+    def start_system_metrics(self, interval_s: float = 10.0, node_id: str | None = None,
+                             gpu: bool = True) -> SystemMetrics:
+        """Sample CPU, memory, disk, network and GPU use into this run every ``interval_s``.
+
+        Metric names are MLflow's (``system/cpu_utilization_percentage``,
+        ``system/system_memory_usage_megabytes``, ``system/gpu_0_utilization_percentage``,
+        ...); with ``node_id`` they become ``system/<node_id>/...``, for several
+        processes that share one run. Steps continue after the run's last system
+        step, so a resumed run does not restart at 0. Works in any process; a second
+        call while sampling returns the running sampler. Stopped by :meth:`finish`
+        or :meth:`stop_system_metrics`.
+        """
+        if self._system is not None and self._system.running:
+            return self._system
+        prefix = SYSTEM_PREFIX + (f"{node_id}/" if node_id else "")
+        sampler = SystemMetrics(self.log_metrics, interval_s=interval_s, node_id=node_id,
+                                first_step=self._next_step(prefix), gpu=gpu,
+                                name=f"fieldkd-system-metrics-{self.run_id[:8]}")
+        tag = "fieldkd.system_metrics" + (f".{node_id}" if node_id else "")
+        self.set_tags({tag: sampler.describe()})
+        sampler.start()
+        self._system = sampler
+        return sampler
+
+    def stop_system_metrics(self) -> None:
+        """Stop sampling (after one last sample) and wait for the sampling thread to end."""
+        if self._system is not None:
+            self._system.stop()
+            self._system = None
+
+    def _next_step(self, prefix: str) -> int:
+        data = self.get().data
+        latest = getattr(data, "_metric_objs", None)  # latest point per key, with its step
+        if latest is None:
+            keys = [k for k in data.metrics if k.startswith(prefix)]
+            latest = [m for k in keys for m in self._call(self.client.get_metric_history, self.run_id, k)]
+        steps = [m.step for m in latest if m.key.startswith(prefix)]
+        return max(steps) + 1 if steps else 0
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        self.stop_system_metrics()
+        self._call(self.client.set_terminated, self.run_id, status=status)
