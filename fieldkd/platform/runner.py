@@ -8,6 +8,7 @@ from typing import Callable
 import yaml
 
 from .compute.session import init_ray
+from .errors import InputError
 from .stages import RunContext, resolve_device, scene_label
 from .tracking import Run, flatten
 
@@ -21,6 +22,7 @@ def execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None 
     run. With ``parent`` (a run id) the run is its child, as a sweep trial is.
     A failing method marks the run FAILED and re-raises.
     """
+    check_scene_path(cfg["scene"])  # fail in a second, not after Ray has started
     compute = cfg["compute"]
     dashboard = compute["dashboard"] if compute["dashboard"] is not None else int(compute["workers"]) > 1
     owns_ray = init_ray(dashboard=bool(dashboard))
@@ -31,6 +33,12 @@ def execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None 
             import ray
 
             ray.shutdown()
+
+
+def check_scene_path(scene_cfg: dict) -> None:
+    path = scene_cfg.get("path")
+    if path and not Path(path).is_dir():
+        raise InputError(path, "scene directory not found")
 
 
 def _execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None) -> tuple[str, dict]:
