@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import torch
 import yaml
 
 from .compute.session import init_ray
 from .errors import InputError
-from .stages import RunContext, resolve_device, scene_label
+from .stages import RunContext, scene_label
 from .tracking import Run, flatten
 
 
@@ -42,7 +43,8 @@ def check_scene_path(scene_cfg: dict) -> None:
 
 
 def _execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None) -> tuple[str, dict]:
-    device = resolve_device(cfg["device"])
+    # The driver only orchestrates: a CPU head may run a pipeline whose stages train on GPU workers.
+    device = torch.device("cpu")
     name = cfg["run_name"] or cfg["method"]["name"]
     if cfg.get("resume"):
         run = Run.resume(cfg["resume"])

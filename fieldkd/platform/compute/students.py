@@ -33,7 +33,8 @@ def fit_distributed(request: StageRequest) -> StageOutcome:
 
     compute = request.cfg["compute"]
     workers = int(compute["workers"])
-    use_gpu = cluster_gpus_per_node() > 0 and request.cfg["device"] != "cpu"
+    wanted = compute.get("gpus_per_training")
+    use_gpu = request.cfg["device"] != "cpu" and (wanted > 0 if wanted is not None else cluster_gpus_per_node() > 0)
     cpus = compute.get("cpus_per_training") or max(1.0, float(int(cluster_cpus() // workers)))
     scene = load_scene_from_config(request.cfg["scene"])
     shards = write_ray_shards(scene.split(request.split), request.checkpoint_dir / "rays", seed=request.cfg["seed"])
