@@ -26,7 +26,8 @@ def test_run_baseline_and_find_it_in_mlflow(tiny_blender, tmp_path):
     proc = fieldkd(["run", "method=baseline", "field=hash", "scene=blender", f"scene.path={tiny_blender}",
                     "trainer.steps=150", "trainer.eval_every=75", "trainer.checkpoint_every=75", "trainer.batch_rays=512",
                     "field.log2_hashmap_size=12", "render.samples_per_ray=32", "eval.mesh=true",
-                    "eval.mesh_resolution=32", "eval.mesh_level=2.0", f"output_dir={tmp_path / 'out'}"], tmp_path, uri)
+                    "eval.mesh_resolution=32", "eval.mesh_level=2.0", "tracking.system_metrics_s=1",
+                    f"output_dir={tmp_path / 'out'}"], tmp_path, uri)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1  # stdout carries the summary line and nothing else
@@ -46,6 +47,8 @@ def test_run_baseline_and_find_it_in_mlflow(tiny_blender, tmp_path):
     assert "fieldkd.lpips" in run.data.tags  # lpips weights are not installed here: the reason is recorded
     assert abs(run.data.metrics["test/psnr"] - summary["metrics"]["test/psnr"]) < 1e-9
     assert "mesh/chamfer" in run.data.metrics
+    assert run.data.metrics["system/system_memory_usage_megabytes"] > 0  # sampled while the run lasted
+    assert "system/cpu_utilization_percentage" in run.data.metrics
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert steps[-1] == 150 and len(steps) >= 2
     assert len(client.get_metric_history(run.info.run_id, "val/psnr")) >= 1

@@ -56,6 +56,8 @@ def _execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None
         }, parent=parent)
         run.log_params(flatten(cfg))
         run.log_text(yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
+    if cfg["tracking"]["system_metrics_s"]:
+        run.start_system_metrics(float(cfg["tracking"]["system_metrics_s"]))
     output_dir = Path(cfg["output_dir"]).resolve() / run.run_id
     output_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(cfg=cfg, run=run, device=device, output_dir=output_dir)
@@ -65,7 +67,7 @@ def _execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None
         run.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     # Multi-stage methods report their stages' metrics on the top-level run too.
-    logged = run.client.get_run(run.run_id).data.metrics
+    logged = run.get().data.metrics
     run.log_metrics({k: v for k, v in metrics.items() if k not in logged}, step=0)
     run.finish()
     return run.run_id, metrics

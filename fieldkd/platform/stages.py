@@ -47,9 +47,10 @@ class RunContext:
     def request(self, stage: str, run: Run | None = None, cfg: dict | None = None, split: str = "train",
                 evaluate: bool = True) -> "StageRequest":
         """Describe a training stage so that any process can run it (see :func:`fit_stage`)."""
+        own_run = run is not None and run.run_id != self.run.run_id
         return StageRequest(stage=stage, run_id=(run or self.run).run_id, tracking_uri=self.run.tracking_uri,
                             output_dir=str(self.output_dir), cfg=cfg or self.cfg, split=split,
-                            evaluate=evaluate)
+                            evaluate=evaluate, system_metrics=own_run)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class StageRequest:
     cfg: dict
     split: str = "train"
     evaluate: bool = True
+    system_metrics: bool = False  # sample this process's machine into the run (a child run of its own)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -194,11 +196,17 @@ def fit_stage(request: StageRequest, report: MetricsLogger | None = None) -> Sta
     cfg = request.cfg
     run = Run(request.run_id, request.tracking_uri)
     ctx = RunContext(cfg=cfg, run=run, device=resolve_device(cfg["device"]), output_dir=Path(request.output_dir))
-    scene = load_scene_from_config(cfg["scene"])
-    trained = train_field(ctx, scene, run, request.stage, train_split=request.split, report=report)
-    run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=trained.backend, stage=request.stage,
-                          **placement()))
-    metrics = evaluate_field(ctx, trained, scene, run) if request.evaluate else {}
+    interval = cfg["tracking"].get("system_metrics_s")
+    if request.system_metrics and interval:
+        run.start_system_metrics(float(interval))
+    try:
+        scene = load_scene_from_config(cfg["scene"])
+        trained = train_field(ctx, scene, run, request.stage, train_split=request.split, report=report)
+        run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=trained.backend, stage=request.stage,
+                              **placement()))
+        metrics = evaluate_field(ctx, trained, scene, run) if request.evaluate else {}
+    finally:
+        run.stop_system_metrics()
     return StageOutcome(request.stage, metrics, str(trained.checkpoint_dir / "last.pt"), trained.backend,
                         trained.result.steps, trained.result.seconds)
 

@@ -190,6 +190,8 @@ def train_worker(config: dict) -> None:
     renderer = make_renderer(cfg, scene, device)
     model = DistributedDataParallel(field, forward_sync_buffers=False) if world > 1 else field
     run = Run(request.run_id, request.tracking_uri) if rank == 0 else None
+    if run and request.system_metrics and cfg["tracking"].get("system_metrics_s"):
+        run.start_system_metrics(float(cfg["tracking"]["system_metrics_s"]))
     ctx = RunContext(cfg=cfg, run=run, device=device, output_dir=Path(request.output_dir))
     val = scene.split("val")
     n_periodic = min(int(cfg["eval"]["periodic_views"]), len(val))
@@ -227,3 +229,4 @@ def train_worker(config: dict) -> None:
         metrics = evaluate_field(ctx, trained, scene, run) if request.evaluate else {}
         write_outcome(StageOutcome(request.stage, metrics, str(request.checkpoint_dir / "last.pt"), backend,
                                    result.steps, result.seconds), request)
+        run.stop_system_metrics()
