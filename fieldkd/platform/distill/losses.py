@@ -1,0 +1,149 @@
+"""Distillation losses: pure functions of student and teacher tensors.
+
+Every loss takes the student's value first and the teacher's (the target)
+second. The target is detached inside each function, so gradients reach the
+student only, whatever the caller passes. ``kind`` picks the norm of the
+difference:
+
+- ``mse``: mean of squares;
+- ``l1``: mean of absolute values;
+- ``norm_l2``: the Euclidean norm of the whole difference (PVD's default,
+  ``normL2``; it grows with the square root of the number of elements);
+- ``norm_l1``: the sum of absolute values;
+- ``smooth_l1``: Huber with beta 0.05, averaged.
+
+Per-sample losses take tensors of the samples to compare (already selected by
+the caller's masks); an optional ``mask`` selects further.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..render.composite import alphas_from_densities
+
+KINDS = ("mse", "l1", "norm_l2", "norm_l1", "smooth_l1")
+DENSITY_CLIP = (-2.0, 7.0)  # PVD's density range constraint on the raw (pre-activation) density
+
+
+def difference(student: torch.Tensor, target: torch.Tensor, kind: str = "mse",
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Scalar size of ``student - target`` (target detached); 0 for empty input."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown loss kind {kind!r}; choose one of {KINDS}")
+    if student.shape != target.shape:
+        raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(target.shape)} differ in shape")
+    student, target = student.float(), target.detach().float()
+    if mask is not None:
+        student, target = student[mask], target[mask]
+    if student.numel() == 0:
+        return student.sum() * 0.0  # keeps the graph (and the device) without a NaN mean
+    diff = student - target
+    if kind == "mse":
+        return diff.square().mean()
+    if kind == "l1":
+        return diff.abs().mean()
+    if kind == "norm_l2":
+        return torch.linalg.vector_norm(diff)
+    if kind == "norm_l1":
+        return diff.abs().sum()
+    return F.smooth_l1_loss(student, target, beta=0.05)
+
+
+def feature_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "mse", mask=None) -> torch.Tensor:
+    """Intermediate 16-d feature, (N, 16) each."""
+    return difference(student, teacher, kind, mask)
+
+
+def clip_density(raw: torch.Tensor, clip: tuple[float, float] | None = DENSITY_CLIP) -> torch.Tensor:
+    return raw if clip is None else raw.clamp(clip[0], clip[1])
+
+
+def density_loss(student_raw: torch.Tensor, teacher_raw: torch.Tensor, kind: str = "mse",
+                 clip: tuple[float, float] | None = DENSITY_CLIP, saturate: bool = False,
+                 mask=None) -> torch.Tensor:
+    """Pre-activation density (N,) each; the teacher's is clipped to ``clip`` first.
+
+    Unclipped, the very negative raw densities of empty space (and the huge
+    ones inside solid matter) dominate the loss while changing nothing that a
+    render shows. With ``saturate`` a student beyond the clip on the same side
+    as its clipped teacher is not penalised either (only the wrong side is), so
+    the student is not pulled up to the clip value in empty space.
+    """
+    target = clip_density(teacher_raw.detach(), clip)
+    if saturate and clip is not None:
+        lo, hi = clip
+        student_raw = torch.where((target <= lo) & (student_raw < lo), target, student_raw)
+        student_raw = torch.where((target >= hi) & (student_raw > hi), target, student_raw)
+        # Where replaced, the difference is exactly 0 and carries no gradient.
+    return difference(student_raw, target, kind, mask)
+
+
+def colour_loss(student_rgb: torch.Tensor, teacher_rgb: torch.Tensor, kind: str = "mse", mask=None) -> torch.Tensor:
+    """Per-sample colour, (N, 3) each."""
+    return difference(student_rgb, teacher_rgb, kind, mask)
+
+
+def sample_alphas(densities: torch.Tensor, t_starts: torch.Tensor, t_ends: torch.Tensor) -> torch.Tensor:
+    """Opacity of each interval, 1 - exp(-sigma * delta): what the renderer composites."""
+    return alphas_from_densities(densities, t_ends - t_starts)
+
+
+def alpha_loss(student_alpha: torch.Tensor, teacher_alpha: torch.Tensor, kind: str = "mse", mask=None) -> torch.Tensor:
+    """Per-sample alpha (opacity of its interval), any shape."""
+    return difference(student_alpha, teacher_alpha, kind, mask)
+
+
+def rgb_loss(student_rgb: torch.Tensor, teacher_rgb: torch.Tensor, kind: str = "mse", mask=None) -> torch.Tensor:
+    """Rendered colour per ray, (R, 3) each."""
+    return difference(student_rgb, teacher_rgb, kind, mask)
+
+
+def depth_loss(student_depth: torch.Tensor, teacher_depth: torch.Tensor, kind: str = "mse", mask=None) -> torch.Tensor:
+    """Rendered depth per ray, (R,) each. Pass ``mask`` (e.g. teacher opacity > 0.5)
+    to leave out rays that see background, whose depth means nothing."""
+    return difference(student_depth, teacher_depth, kind, mask)
+
+
+def outer_envelope(t_target: torch.Tensor, t_env: torch.Tensor, w_env: torch.Tensor) -> torch.Tensor:
+    """For each target interval, the total weight of the ``env`` intervals that overlap it.
+
+    t_target (R, T+1) and t_env (R, E+1): sorted interval edges per ray;
+    w_env (R, E): weights of the env intervals. Returns (R, T).
+    An env interval [a, b) overlaps [lo, hi) when a < hi and b > lo.
+    """
+    cum = torch.cat([torch.zeros_like(w_env[..., :1]), torch.cumsum(w_env, dim=-1)], dim=-1)  # (R, E+1)
+    lo, hi = t_target[..., :-1].contiguous(), t_target[..., 1:].contiguous()
+    n_env = w_env.shape[-1]
+    # First env interval that overlaps: the first whose end is > lo.
+    first = torch.searchsorted(t_env[..., 1:].contiguous(), lo, right=True).clamp(max=n_env)
+    # One past the last that overlaps: the number of env intervals whose start is < hi.
+    last = torch.searchsorted(t_env[..., :-1].contiguous(), hi, right=False).clamp(max=n_env)
+    last = torch.maximum(last, first)
+    return torch.gather(cum, -1, last) - torch.gather(cum, -1, first)
+
+
+def interlevel_loss(t_student: torch.Tensor, w_student: torch.Tensor, t_teacher: torch.Tensor,
+                    w_teacher: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Histogram (proposal-style) loss: the student's weights must cover the teacher's.
+
+    Edges t_* (R, K+1), weights w_* (R, K). For each teacher interval the
+    student's outer envelope (the summed student weight of every student
+    interval overlapping it) should be at least the teacher weight there;
+    shortfalls cost ``max(0, w_t - envelope)^2 / (w_t + eps)``, summed over
+    intervals and averaged over rays, as in mip-NeRF 360's proposal loss. On
+    identical intervals the envelope is the student's own weight. The
+    teacher's weights are detached.
+    """
+    w_teacher = w_teacher.detach().float()
+    if w_teacher.numel() == 0:
+        return w_student.sum() * 0.0
+    envelope = outer_envelope(t_teacher.detach().float(), t_student.detach().float(), w_student.float())
+    shortfall = (w_teacher - envelope).clamp(min=0.0)
+    return (shortfall.square() / (w_teacher + eps)).sum(dim=-1).mean()
+
+
+def interval_edges(t_starts: torch.Tensor, t_ends: torch.Tensor) -> torch.Tensor:
+    """(R, S) contiguous starts and ends -> (R, S+1) edges."""
+    return torch.cat([t_starts, t_ends[..., -1:]], dim=-1)

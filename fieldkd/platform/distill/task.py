@@ -1,0 +1,194 @@
+"""Distillation as a training task (the Task protocol of ``train/loop.py``).
+
+Each step takes a :class:`~.samples.DistillBatch` from a source (on the fly
+from an inquirer and the frozen teacher, or from a teacher-sample store: the
+two give identical batches), evaluates the student at exactly the batch's
+live sample points, composites it on the same intervals, and adds the loss
+terms the stage schedule switches on:
+
+- ``feature``, ``density`` (clipped teacher raw density), ``colour``, ``alpha``
+  on the live samples that every filter keeps;
+- ``rgb``, ``depth``, ``interlevel`` on the rays that every filter keeps
+  (depth only where the teacher's opacity exceeds ``depth_min_opacity``);
+- ``gt_rgb`` against ground-truth colours when the batch has them;
+- optionally an MSE on real-image batches (``real``: any ray source with
+  ``sample(n) -> (rays, colours)``), weighted ``real_weight``;
+- the student's own regularisers.
+
+The student's renderer provides the background and, for evaluation, the
+occupancy grid; give it the teacher's first with
+:func:`~.samples.occupancy_from_teacher` (PVD's student marches the teacher's
+grid). With ``update_occupancy`` the grid is refreshed from the student
+during training; batches are then no longer independent of the student, so
+keep it off when comparing with a store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from ..evaluate.image import mse_to_psnr
+from ..fields.radiance import RadianceField
+from ..render.composite import composite
+from ..render.renderer import Renderer
+from .filters import combine
+from .losses import (DENSITY_CLIP, alpha_loss, colour_loss, density_loss, depth_loss, feature_loss, interlevel_loss,
+                     interval_edges, rgb_loss, sample_alphas)
+from .samples import DistillBatch
+from .schedule import ScheduleConfig, stage_at, weights_at
+from .teacher import Teacher
+
+
+class BatchSource(Protocol):
+    def next(self, n: int) -> DistillBatch: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class DistillConfig:
+    batch_rays: int = 256
+    total_steps: int = 3000  # stage boundaries are fractions of this (or of ``progress``)
+    loss: str = "norm_l2"  # the norm of every difference (PVD's normL2); see losses.KINDS
+    kinds: dict[str, str] = field(default_factory=dict)  # per-term override, e.g. {"rgb": "mse"}
+    density_clip: tuple[float, float] | None = DENSITY_CLIP
+    density_saturate: bool = False
+    depth_min_opacity: float = 0.5
+    real_batch_rays: int = 0  # 0: batch_rays
+    real_weight: float = 1.0
+    regularize: bool = True
+    update_occupancy: bool = False
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DistillConfig":
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        if known.get("density_clip") is not None:
+            known["density_clip"] = tuple(float(v) for v in known["density_clip"])
+        return cls(**known)
+
+
+class DistillationTask:
+    def __init__(self, student: RadianceField, renderer: Renderer, teacher: Teacher, source: BatchSource,
+                 schedule: ScheduleConfig, config: DistillConfig, device: torch.device, *, filters=(),
+                 real=None, evaluate: Callable[[int], dict] | None = None, forward: torch.nn.Module | None = None,
+                 progress: Callable[[int], float] | None = None):
+        """``forward`` is the module the student is called through (e.g. wrapped in
+        DDP); ``progress(step)`` in [0, 1] replaces ``step / total_steps`` for the
+        stage schedule (e.g. the wall-time fraction of a timed run)."""
+        self.student = student
+        self.forward = forward or student
+        self.renderer = renderer
+        self.teacher = teacher
+        self.source = source
+        self.schedule = schedule
+        self.cfg = config
+        self.device = torch.device(device)
+        self.filters = list(filters)
+        self.real = real
+        self._evaluate = evaluate
+        self.progress = progress
+        self.skip_feature_stage = not (student.has_feature and teacher.has_feature)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return self.student.param_groups(lr)
+
+    def weights(self, step: int) -> dict[str, float]:
+        progress = self.progress(step) if self.progress else None
+        return weights_at(step, self.cfg.total_steps, self.schedule, self.skip_feature_stage, progress)
+
+    def _kind(self, term: str) -> str:
+        return self.cfg.kinds.get(term, self.cfg.loss)
+
+    def training_step(self, step: int):
+        cfg = self.cfg
+        batch = self.source.next(cfg.batch_rays).to(self.device)
+        weights = self.weights(step)
+        ray_keep, keep, metrics = combine(batch, self.filters)
+        live, t = batch.live, batch.teacher
+        out = self.forward(batch.positions[live], batch.directions)
+
+        densities = batch.t_starts.new_zeros(batch.t_starts.shape).masked_scatter(live, out.density.float())
+        colours = batch.t_starts.new_zeros(*live.shape, 3).masked_scatter(
+            live[..., None].expand(*live.shape, 3), out.rgb.float())
+        render = composite(densities, batch.t_starts, batch.t_ends, colours, self.renderer.background)
+        render["depth"] = render["depth"] * batch.rays.z_scale
+
+        terms: dict[str, torch.Tensor] = {}
+        if weights["feature"]:
+            terms["feature"] = feature_loss(out.feature, t.feature, self._kind("feature"), keep)
+        if weights["density"]:
+            terms["density"] = density_loss(out.raw_density, t.raw_density, self._kind("density"),
+                                            cfg.density_clip, cfg.density_saturate, keep)
+        if weights["colour"]:
+            terms["colour"] = colour_loss(out.rgb, t.rgb, self._kind("colour"), keep)
+        if weights["alpha"]:
+            starts, ends = batch.t_starts[live], batch.t_ends[live]
+            terms["alpha"] = alpha_loss(sample_alphas(out.density.float(), starts, ends),
+                                        sample_alphas(t.density, starts, ends), self._kind("alpha"), keep)
+        if weights["rgb"]:
+            terms["rgb"] = rgb_loss(render["rgb"], batch.teacher_rgb, self._kind("rgb"), ray_keep)
+        if weights["depth"]:
+            solid = ray_keep & (batch.teacher_opacity > cfg.depth_min_opacity)
+            terms["depth"] = depth_loss(render["depth"], batch.teacher_depth, self._kind("depth"), solid)
+        if weights["interlevel"]:
+            edges = interval_edges(batch.t_starts, batch.t_ends)[ray_keep]
+            teacher_w = composite(batch.dense(t.density), batch.t_starts, batch.t_ends)["weights"][ray_keep]
+            terms["interlevel"] = interlevel_loss(edges, render["weights"][ray_keep], edges, teacher_w)
+        if weights["gt_rgb"] and batch.colours is not None:
+            terms["gt_rgb"] = rgb_loss(render["rgb"], batch.colours, self._kind("gt_rgb"), ray_keep)
+
+        # Starts from a zero that is connected to the student, so that a step in
+        # which every term is off or empty still has a gradient (of zeros).
+        loss = out.raw_density.sum() * 0.0
+        for term, value in terms.items():
+            loss = loss + weights[term] * value
+        if cfg.regularize:
+            loss = loss + self.student.regularization()
+        n_samples = int(live.sum())
+
+        with torch.no_grad():
+            to_teacher = torch.mean((render["rgb"] - batch.teacher_rgb) ** 2).item()
+        stage, _ = stage_at(step, cfg.total_steps, self.schedule, self.skip_feature_stage,
+                            self.progress(step) if self.progress else None)
+        metrics.update({f"distill/{k}": float(v.detach()) for k, v in terms.items()})
+        metrics.update({"distill/stage": float(stage + 1), "distill/psnr_to_teacher": mse_to_psnr(to_teacher),
+                        "train/psnr": mse_to_psnr(to_teacher)})
+        if batch.colours is not None:
+            with torch.no_grad():
+                metrics["train/psnr_gt"] = mse_to_psnr(torch.mean((render["rgb"] - batch.colours) ** 2).item())
+
+        if self.real is not None and cfg.real_weight > 0:
+            rays, target = self.real.sample(cfg.real_batch_rays or cfg.batch_rays)
+            real = self.renderer.render_rays(self.forward, rays, train=True)
+            mse = torch.mean((real["rgb"].float() - target) ** 2)
+            loss = loss + cfg.real_weight * mse
+            metrics["train/psnr_real"] = mse_to_psnr(mse.item())
+            n_samples += real["n_samples"]
+        return loss, metrics, n_samples
+
+    def after_step(self, step: int) -> None:
+        if self.cfg.update_occupancy:
+            self.renderer.update_occupancy(self.student, step)
+
+    def evaluate(self, step: int) -> dict:
+        return self._evaluate(step) if self._evaluate else {}
+
+    def state_dict(self) -> dict:
+        state = {"field": self.student.state_dict(), "renderer": self.renderer.state_dict(),
+                 "source": self.source.state_dict()}
+        generator = getattr(getattr(self.real, "generator", None), "get_state", None)
+        if generator is not None:
+            state["real_generator"] = generator()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student.load_state_dict(state["field"])
+        self.renderer.load_state_dict(state["renderer"])
+        self.source.load_state_dict(state["source"])
+        if "real_generator" in state and getattr(self.real, "generator", None) is not None:
+            self.real.generator.set_state(state["real_generator"])
