@@ -1,6 +1,7 @@
 """The ``fieldkd`` command.
 
     fieldkd run method=NAME [hydra overrides]     train a method; the last stdout line is a JSON summary
+    fieldkd sweep tune_space=NAME [overrides]      Ray Tune over config keys (resume=SWEEP_RUN_ID continues one)
     fieldkd scenes make NAME out=DIR [format=...]  write a generated scene in a real dataset format
     fieldkd scenes list                            the scenes the generator knows
 
@@ -21,6 +22,7 @@ from importlib.metadata import entry_points
 from .errors import InputError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 METHOD_GROUP = "fieldkd.methods"
 
 
@@ -59,6 +61,13 @@ def run_command(overrides: list[str]) -> dict:
             "seconds": round(time.perf_counter() - started, 3)}
 
 
+def sweep_command(args: list[str]) -> dict:
+    """A Ray Tune sweep; see :mod:`fieldkd.platform.compute.sweep`."""
+    from .compute.sweep import sweep_command as run_sweep
+
+    return run_sweep(args)
+
+
 def scenes_command(args: list[str]) -> dict:
     from .scenes import write_scene
     from .scenes.specs import SCENES
@@ -87,15 +96,21 @@ def _key_value(arg: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fieldkd", description="Knowledge distillation of neural fields on Ray.")
-    parser.add_argument("command", choices=["run", "scenes"])
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="hydra overrides (run) or scene arguments")
+    parser.add_argument("command", choices=list(COMMANDS))
+    parser.add_argument("args", nargs=argparse.REMAINDER,
+                        help="hydra overrides (run, sweep: also tune_space=NAME, resume=ID) or scene arguments")
     ns = parser.parse_args(argv)
 
     stdout = sys.stdout
     try:
         # Anything a library prints goes to stderr; stdout is for the summary line.
         with contextlib.redirect_stdout(sys.stderr):
-            summary = run_command(ns.args) if ns.command == "run" else scenes_command(ns.args)
+            summary = COMMANDS[ns.command](ns.args)
+    except KeyboardInterrupt as exc:
+        if ns.command == "sweep" and str(exc):  # a sweep that stopped early says how to resume it
+            print(f"fieldkd: {exc}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise
     except Exception as exc:
         if (bad := input_error_in(exc)) is not None:
             print(f"fieldkd: error: {bad}", file=sys.stderr)
@@ -107,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     stdout.write(json.dumps(summary) + "\n")
     stdout.flush()
     return 0
+
+
+COMMANDS = {"run": run_command, "sweep": sweep_command, "scenes": scenes_command}
 
 
 def input_error_in(exc: BaseException | None) -> InputError | None:
