@@ -139,11 +139,14 @@ def read_meta(directory: str | Path) -> dict | None:
 
 
 def write_store(directory: str | Path, source, n_batches: int, batch_rays: int, *,
-                rows_per_shard: int | None = None, extra_meta: dict | None = None) -> Path:
+                rows_per_shard: int | None = None, row_group_bytes: int = ROW_GROUP_BYTES,
+                extra_meta: dict | None = None) -> Path:
     """Draw ``n_batches`` batches of ``batch_rays`` rays from ``source`` (an
     :class:`~.samples.OnTheFlySource`) and write them as shards.
 
-    A complete store with the same description is reused; a different one is
+    Row groups hold whole batches, about ``row_group_bytes`` each; shards
+    ``rows_per_shard`` rows (default 16 row groups). A complete store with
+    the same description is reused; a different one is
     an error (delete it, or write elsewhere); an unfinished one is replaced.
     """
     directory = Path(directory)
@@ -166,7 +169,7 @@ def write_store(directory: str | Path, source, n_batches: int, batch_rays: int, 
     feature_dim = first.teacher.feature.shape[-1] if first.teacher.feature is not None else None
     meta = {**identity, "feature_dim": feature_dim, "with_colours": first.colours is not None}
     schema = store_schema(layout["samples_per_ray"], feature_dim, meta["with_colours"], meta)
-    group = row_group_rows(schema, batch_rays)
+    group = row_group_rows(schema, batch_rays, row_group_bytes)
     rows_per_shard = max(group, (rows_per_shard or 16 * group) // group * group)
     meta.update(row_group_rows=group, rows_per_shard=rows_per_shard)
 
