@@ -94,14 +94,14 @@ def test_checkpoint_teacher_answers_as_the_trained_field_and_is_frozen(trained):
     ((student(points, dirs).rgb - out.rgb) ** 2).mean().backward()
     optimizer.step()
     assert all(p.grad is None for p in teacher.field.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(before, teacher.field.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.field.parameters(), strict=True))
 
 
 def test_checkpoint_teacher_rejects_another_scene_box(trained):
     scene, _, _, checkpoint = trained
     with pytest.raises(ValueError, match="aabb"):
         load_teacher(checkpoint, FIELD, aabb=scene.aabb * 2)
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="size mismatch"):
         load_teacher(checkpoint, {**FIELD, "n_levels": 3})  # another architecture cannot take the weights
 
 

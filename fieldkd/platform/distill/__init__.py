@@ -3,7 +3,8 @@
     teacher = load_teacher("outputs/<run>/teacher/last.pt", field_cfg)     # or teacher_from_run(run_id)
     occupancy_from_teacher(renderer, teacher)                              # the student marches the teacher's grid
     source = OnTheFlySource(SphereInquirer(train.cameras, scene.aabb, seed=0), teacher,
-                            SampleLayout.from_renderer(renderer), seed=0)  # or StoreSource(write_store(dir, source, ...))
+                            SampleLayout.from_renderer(renderer), seed=0)
+    # or, precomputed: source = StoreSource(write_store(folder, source, n_batches, batch_rays), layout)
     task = DistillationTask(student, renderer, teacher, source, pvd_schedule(), DistillConfig(total_steps=3000), device)
     Trainer(TrainerConfig(steps=3000)).fit(task)
 
