@@ -119,6 +119,17 @@ def test_store_refuses_another_layout_and_is_reused_or_rewritten(store, setup, t
     assert source.rows == 0 and before == {p: p.stat().st_mtime_ns for p in store.iterdir()}
     with pytest.raises(ValueError, match="different"):
         write_store(store, fresh_source(scene, teacher, layout), N_BATCHES + 1, BATCH)
+    # Another seed, or another teacher of the same architecture, would draw other batches.
+    reseeded = fresh_source(scene, teacher, layout)
+    reseeded.generator.manual_seed(5)
+    with pytest.raises(ValueError, match="different"):
+        write_store(store, reseeded, N_BATCHES, BATCH, rows_per_shard=2 * BATCH, row_group_bytes=1)
+    torch.manual_seed(1)
+    other = Teacher(build_field("hash", scene.aabb, backend="torch", n_levels=2, log2_hashmap_size=10))
+    assert other.fingerprint() != teacher.fingerprint()
+    with pytest.raises(ValueError, match="different"):
+        write_store(store, fresh_source(scene, other, layout), N_BATCHES, BATCH, rows_per_shard=2 * BATCH,
+                    row_group_bytes=1)
     # An unfinished store (no marker) is written again; a foreign folder is left alone.
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()

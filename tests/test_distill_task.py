@@ -179,3 +179,14 @@ def test_short_distillation_brings_the_student_close_to_its_teacher(teacher_scen
     assert feature[-1] < feature[0]
     assert after > before + 7.0, (before, after)
     assert after > 20.0, after  # the student renders what the teacher renders
+
+
+def test_a_batch_without_live_samples_still_steps(teacher_scene):
+    teacher, scene = teacher_scene
+    student, renderer = student_setup(scene, teacher, "hash", backend="torch", n_levels=2, log2_hashmap_size=10)
+    renderer.grid.occupied.zero_()  # everything culled: no sample reaches either field
+    task = DistillationTask(student, renderer, teacher, on_the_fly(scene, teacher, renderer), pvd_schedule(),
+                            DistillConfig(batch_rays=16, total_steps=4, regularize=False), CPU)
+    logged = run(task, 4)
+    assert [m["train/loss"] for _, _, m in logged] == [0.0] * 4
+    assert logged[-1][2]["distill/rgb"] == pytest.approx(0.0, abs=1e-6)  # both render the background

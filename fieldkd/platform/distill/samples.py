@@ -18,10 +18,12 @@ with ``live`` gives.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields, replace
 
 import torch
 
+from ..fields.output import FieldOutput
 from ..render.composite import composite
 from ..render.occupancy import OccupancyGrid
 from ..render.renderer import Renderer
@@ -46,6 +48,12 @@ class SampleLayout:
     def from_renderer(cls, renderer: Renderer) -> "SampleLayout":
         return cls(renderer.aabb, renderer.near, renderer.far, renderer.cfg.samples_per_ray,
                    renderer.background, renderer.grid)
+
+    def grid_digest(self) -> str | None:
+        """Identifies the occupancy the live samples follow (None without a grid)."""
+        if self.grid is None:
+            return None
+        return hashlib.sha1(self.grid.occupied.cpu().numpy().tobytes()).hexdigest()
 
     def describe(self) -> dict:
         """Plain data that identifies the layout (the grid is summarised by its occupancy)."""
@@ -125,6 +133,13 @@ class DistillBatch:
         return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
 
+def empty_output(field, device) -> FieldOutput:
+    """What a field returns for no points (not every encoding accepts an empty batch)."""
+    zeros = torch.zeros(0, device=device)
+    feature = torch.zeros(0, field.feature_dim, device=device) if field.has_feature else None
+    return FieldOutput(zeros, zeros.clone(), torch.zeros(0, 3, device=device), feature)
+
+
 def teacher_render(layout: SampleLayout, densities: torch.Tensor, colours: torch.Tensor, t_starts: torch.Tensor,
                    t_ends: torch.Tensor, z_scale: torch.Tensor) -> dict[str, torch.Tensor]:
     """Composite dense (R, S) densities and (R, S, 3) colours as the renderer does."""
@@ -155,7 +170,8 @@ class OnTheFlySource:
         rays = inquiry.rays.to(self.device)
         t_near, t_far, t_starts, t_ends, t_points, positions, live = self.layout.place(rays, self.generator)
         dirs = rays.directions[:, None, :].expand_as(positions)[live]
-        out = self.teacher.query(positions[live], dirs)
+        out = (self.teacher.query(positions[live], dirs) if live.any()
+               else empty_output(self.teacher.field, positions.device))
         samples = TeacherSamples(out.raw_density.float(), out.density.float(), out.rgb.float(),
                                  out.feature.float() if out.feature is not None else None)
         densities = t_starts.new_zeros(t_starts.shape)
@@ -174,6 +190,15 @@ class OnTheFlySource:
 
     def state_dict(self) -> dict:
         return {"inquirer": self.inquirer.state_dict(), "generator": self.generator.get_state(), "rows": self.rows}
+
+    def fingerprint(self) -> str:
+        """Identifies what this source will draw from here on: its kind, its generators' states."""
+        digest = hashlib.sha1(type(self.inquirer).__name__.encode())
+        for state in (self.inquirer.state_dict().get("generator"), self.generator.get_state()):
+            if state is not None:
+                digest.update(state.cpu().numpy().tobytes())
+        digest.update(str(self.rows).encode())
+        return digest.hexdigest()
 
     def load_state_dict(self, state: dict) -> None:
         self.inquirer.load_state_dict(state["inquirer"])

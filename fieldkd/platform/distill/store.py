@@ -153,7 +153,9 @@ def write_store(directory: str | Path, source, n_batches: int, batch_rays: int, 
     layout = source.layout.describe()
     identity = {"format": FORMAT, "layout": layout, "batch_rays": int(batch_rays), "n_batches": int(n_batches),
                 "n_rows": int(n_batches) * int(batch_rays), "teacher": source.teacher.name,
-                "teacher_source": source.teacher.source, **(extra_meta or {})}
+                "teacher_source": source.teacher.source, "teacher_fingerprint": source.teacher.fingerprint(),
+                "source_fingerprint": source.fingerprint(), "grid": source.layout.grid_digest(),
+                **(extra_meta or {})}
     existing = read_meta(directory)
     if existing is not None:
         if {k: existing.get(k) for k in identity} == json.loads(json.dumps(identity)):

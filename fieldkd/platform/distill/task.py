@@ -37,7 +37,7 @@ from ..render.renderer import Renderer
 from .filters import combine
 from .losses import (DENSITY_CLIP, alpha_loss, colour_loss, density_loss, depth_loss, feature_loss, interlevel_loss,
                      interval_edges, rgb_loss, sample_alphas)
-from .samples import DistillBatch
+from .samples import DistillBatch, empty_output
 from .schedule import ScheduleConfig, stage_at, weights_at
 from .teacher import Teacher
 
@@ -110,7 +110,15 @@ class DistillationTask:
         weights = self.weights(step)
         ray_keep, keep, metrics = combine(batch, self.filters)
         live, t = batch.live, batch.teacher
-        out = self.forward(batch.positions[live], batch.directions)
+        n_live = int(live.sum())
+        if n_live:
+            out = self.forward(batch.positions[live], batch.directions)
+            # A zero connected to the student, so that a step whose terms are all off or
+            # empty still has a gradient (of zeros).
+            anchor = out.raw_density.sum() * 0.0
+        else:  # nothing to ask the student (not every encoding accepts an empty batch)
+            out = empty_output(self.student, self.device)
+            anchor = sum(p.sum() for p in self.student.parameters()) * 0.0
 
         densities = batch.t_starts.new_zeros(batch.t_starts.shape).masked_scatter(live, out.density.float())
         colours = batch.t_starts.new_zeros(*live.shape, 3).masked_scatter(
@@ -142,14 +150,12 @@ class DistillationTask:
         if weights["gt_rgb"] and batch.colours is not None:
             terms["gt_rgb"] = rgb_loss(render["rgb"], batch.colours, self._kind("gt_rgb"), ray_keep)
 
-        # Starts from a zero that is connected to the student, so that a step in
-        # which every term is off or empty still has a gradient (of zeros).
-        loss = out.raw_density.sum() * 0.0
+        loss = anchor
         for term, value in terms.items():
             loss = loss + weights[term] * value
         if cfg.regularize:
             loss = loss + self.student.regularization()
-        n_samples = int(live.sum())
+        n_samples = n_live
 
         with torch.no_grad():
             to_teacher = torch.mean((render["rgb"] - batch.teacher_rgb) ** 2).item()

@@ -12,6 +12,7 @@ the student's modules can never reach the teacher's parameters.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import tempfile
 from pathlib import Path
@@ -55,6 +56,14 @@ class Teacher:
         if self.renderer is not None:
             self.renderer.to(device)
         return self
+
+    def fingerprint(self) -> str:
+        """A digest of the teacher's weights and buffers: two teachers answer alike iff equal."""
+        digest = hashlib.sha1(self.name.encode())
+        for key, value in sorted(self.field.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def _frozen(self) -> RadianceField:
         if self.field.training:  # someone called .train() on it: a teacher always answers in eval mode
