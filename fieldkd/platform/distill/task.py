@@ -15,6 +15,11 @@ terms the stage schedule switches on:
   ``sample(n) -> (rays, colours)``), weighted ``real_weight``;
 - the student's own regularisers.
 
+Logged: ``distill/<term>`` for every term in use, ``distill/stage`` (1-based),
+``distill/psnr_to_teacher`` (also as ``train/psnr``: the student's batch render
+against the teacher's), ``train/psnr_gt`` and ``train/psnr_real`` where there
+is ground truth, and each filter's ``distill/filter/<name>/<stat>``.
+
 The student's renderer provides the background and, for evaluation, the
 occupancy grid; give it the teacher's first with
 :func:`~.samples.occupancy_from_teacher` (PVD's student marches the teacher's
@@ -113,9 +118,11 @@ class DistillationTask:
         n_live = int(live.sum())
         if n_live:
             out = self.forward(batch.positions[live], batch.directions)
-            # A zero connected to the student, so that a step whose terms are all off or
-            # empty still has a gradient (of zeros).
-            anchor = out.raw_density.sum() * 0.0
+            # A zero connected to every output, so that a step whose terms are all off or
+            # empty still has a gradient (of zeros), and DDP sees every parameter used
+            # even in stage 1, where only the feature counts.
+            anchor = (out.raw_density.sum() + out.rgb.sum()
+                      + (out.feature.sum() if out.feature is not None else 0.0)) * 0.0
         else:  # nothing to ask the student (not every encoding accepts an empty batch)
             out = empty_output(self.student, self.device)
             anchor = sum(p.sum() for p in self.student.parameters()) * 0.0
