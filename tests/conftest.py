@@ -43,3 +43,15 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, namespace="fieldkd-tests")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads, and on a busy 2-core machine two threads
+    spinning against other processes make small steps many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

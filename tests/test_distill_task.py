@@ -31,14 +31,7 @@ ALL_TERMS = ScheduleConfig(
     decay={"feature": 0.99})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine two threads
-    spinning against other processes make these steps ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

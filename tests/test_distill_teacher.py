@@ -20,14 +20,7 @@ FIELD = {"name": "hash", "backend": "torch", "n_levels": 4, "log2_hashmap_size":
 RENDER = RenderConfig(samples_per_ray=16, occupancy_resolution=12, occupancy_warmup_steps=2, occupancy_update_every=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine two threads
-    spinning against other processes make these steps ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
