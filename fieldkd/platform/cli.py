@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import sys
 import time
 from importlib.metadata import entry_points
 
 from .errors import InputError
+from .summary import finite
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -43,11 +43,6 @@ def load_method(name: str):
     if name not in found:
         raise InputError("method", f"unknown method {name!r}; installed: {', '.join(sorted(found)) or 'none'}")
     return found[name].load()
-
-
-def finite(metrics: dict) -> dict:
-    """JSON has no infinities: report them as null."""
-    return {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None) for k, v in metrics.items()}
 
 
 def run_command(overrides: list[str]) -> dict:

@@ -139,24 +139,24 @@ def trainer_config(cfg: dict, **overrides) -> TrainerConfig:
     return TrainerConfig.from_dict(values)
 
 
+def periodic_validation(cfg: dict, scene: Scene, renderer: Renderer, field: torch.nn.Module,
+                        device: torch.device):
+    """The validation PSNR the trainer logs every ``trainer.eval_every`` steps (a few views only)."""
+    val = scene.split("val")
+    views = range(min(int(cfg["eval"]["periodic_views"]), len(val)))
+    return lambda step: evaluate_views(renderer, field, val, views, device, prefix="val").metrics
+
+
 def train_field(ctx: RunContext, scene: Scene, run: Run, stage: str, field_cfg: dict | None = None,
-                train_split: str = "train", report: MetricsLogger | None = None,
-                **trainer_overrides) -> TrainedField:
+                train_split: str = "train", **trainer_overrides) -> TrainedField:
     """Train a field on a split's images as one stage; resumes from the stage's checkpoint."""
     cfg = ctx.cfg
     field, backend = make_field(field_cfg or cfg["field"], scene, ctx.device)
     renderer = make_renderer(cfg, scene, ctx.device)
-    val = scene.split("val")
-    n_periodic = min(int(cfg["eval"]["periodic_views"]), len(val))
-
-    def periodic(step: int) -> dict:
-        scores = evaluate_views(renderer, field, val, range(n_periodic), ctx.device, prefix="val")
-        return scores.metrics
-
     task = PhotometricTask(field, renderer, scene.split(train_split), int(cfg["trainer"]["batch_rays"]),
-                           ctx.device, evaluate=periodic)
+                           ctx.device, evaluate=periodic_validation(cfg, scene, renderer, field, ctx.device))
     checkpoint_dir = ctx.stage_dir(stage)
-    trainer = Trainer(trainer_config(cfg, **trainer_overrides), log=also(run.log_metrics, report),
+    trainer = Trainer(trainer_config(cfg, **trainer_overrides), log=also(run.log_metrics),
                       checkpoint_dir=checkpoint_dir, device=ctx.device, description=stage)
     result = trainer.fit(task)
     run.log_metrics({"train/steps": result.steps, "train/seconds": result.seconds}, result.steps)
@@ -177,9 +177,9 @@ def reporting_to(sink: MetricsLogger):
         _REPORT_SINKS.remove(sink)
 
 
-def also(log: MetricsLogger, report: MetricsLogger | None) -> MetricsLogger:
-    """Log to MLflow and to the extra sinks: ``report`` and any active :func:`reporting_to`."""
-    sinks = [s for s in [report, *_REPORT_SINKS] if s is not None]
+def also(log: MetricsLogger) -> MetricsLogger:
+    """Log to MLflow and to the sinks of any active :func:`reporting_to`."""
+    sinks = list(_REPORT_SINKS)
     if not sinks:
         return log
 
@@ -191,7 +191,7 @@ def also(log: MetricsLogger, report: MetricsLogger | None) -> MetricsLogger:
     return fan_out
 
 
-def fit_stage(request: StageRequest, report: MetricsLogger | None = None) -> StageOutcome:
+def fit_stage(request: StageRequest) -> StageOutcome:
     """Train (resuming if a checkpoint exists) and evaluate one stage, in whatever process runs it."""
     cfg = request.cfg
     run = Run(request.run_id, request.tracking_uri)
@@ -201,7 +201,7 @@ def fit_stage(request: StageRequest, report: MetricsLogger | None = None) -> Sta
         run.start_system_metrics(float(interval))
     try:
         scene = load_scene_from_config(cfg["scene"])
-        trained = train_field(ctx, scene, run, request.stage, train_split=request.split, report=report)
+        trained = train_field(ctx, scene, run, request.stage, train_split=request.split)
         run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=trained.backend, stage=request.stage,
                               **placement()))
         metrics = evaluate_field(ctx, trained, scene, run) if request.evaluate else {}

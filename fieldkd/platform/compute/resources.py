@@ -9,14 +9,14 @@ def training_resources(compute: dict, concurrent: int) -> tuple[float, float]:
     By default the largest node's CPUs are split evenly (at least one each) and,
     where there are GPUs, each training gets an equal fraction of one.
     """
-    from .session import cluster_cpus, cluster_gpus_per_node
+    from .session import largest_node
 
     concurrent = max(1, concurrent)
     cpus = compute.get("cpus_per_training")
     if cpus is None:
-        cpus = max(1.0, float(int(cluster_cpus() // concurrent)))
+        cpus = max(1.0, float(int(largest_node("CPU") // concurrent)))
     gpus = compute.get("gpus_per_training")
     if gpus is None:
-        per_node = cluster_gpus_per_node()
+        per_node = largest_node("GPU")
         gpus = min(1.0, per_node / concurrent) if per_node else 0.0
     return float(cpus), float(gpus)

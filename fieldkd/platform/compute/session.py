@@ -48,20 +48,12 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, dashboard
     return True
 
 
-def cluster_cpus() -> float:
-    """CPUs of the largest node: one training never spans machines."""
+def largest_node(resource: str) -> float:
+    """The most of ``resource`` ("CPU", "GPU") on any live node: one training never spans machines."""
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return max((n["Resources"].get("CPU", 0.0) for n in nodes), default=1.0)
-
-
-def cluster_gpus_per_node() -> float:
-    """GPUs of the best-equipped node (0 on a CPU cluster)."""
-    import ray
-
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return max((n["Resources"].get("GPU", 0.0) for n in nodes), default=0.0)
+    return max((n["Resources"].get(resource, 0.0) for n in nodes), default=0.0)
 
 
 def pin_threads(num_cpus: float) -> int:

@@ -29,13 +29,14 @@ def fit_distributed(request: StageRequest) -> StageOutcome:
 
     from ..stages import load_scene_from_config
     from ..train.ray_shards import write_ray_shards
-    from .session import cluster_cpus, cluster_gpus_per_node
+    from .resources import training_resources
+    from .session import largest_node
 
     compute = request.cfg["compute"]
     workers = int(compute["workers"])
     wanted = compute.get("gpus_per_training")
-    use_gpu = request.cfg["device"] != "cpu" and (wanted > 0 if wanted is not None else cluster_gpus_per_node() > 0)
-    cpus = compute.get("cpus_per_training") or max(1.0, float(int(cluster_cpus() // workers)))
+    use_gpu = request.cfg["device"] != "cpu" and (wanted > 0 if wanted is not None else largest_node("GPU") > 0)
+    cpus, _ = training_resources(compute, workers)
     scene = load_scene_from_config(request.cfg["scene"])
     shards = write_ray_shards(scene.split(request.split), request.checkpoint_dir / "rays", seed=request.cfg["seed"])
     # Read before the workers take the CPUs: on a small machine no core would be left for reading.
@@ -170,10 +171,8 @@ def train_worker(config: dict) -> None:
     import ray.train.torch
     from torch.nn.parallel import DistributedDataParallel
 
-    from ..stages import (RunContext, evaluate_field, load_scene_from_config, make_field, make_renderer,
-                          trainer_config)
-    from ..stages import TrainedField
-    from ..evaluate.views import evaluate_views
+    from ..stages import (RunContext, TrainedField, evaluate_field, load_scene_from_config, make_field,
+                          make_renderer, periodic_validation, trainer_config)
     from ..tracking import Run
     from ..train.loop import Trainer
     from ..train.photometric import PhotometricTask
@@ -193,13 +192,10 @@ def train_worker(config: dict) -> None:
     if run and request.system_metrics and cfg["tracking"].get("system_metrics_s"):
         run.start_system_metrics(float(cfg["tracking"]["system_metrics_s"]))
     ctx = RunContext(cfg=cfg, run=run, device=device, output_dir=Path(request.output_dir))
-    val = scene.split("val")
-    n_periodic = min(int(cfg["eval"]["periodic_views"]), len(val))
+    validate = periodic_validation(cfg, scene, renderer, field, device)
 
     def periodic(step: int) -> dict:
-        if rank != 0:
-            return {}
-        return evaluate_views(renderer, field, val, range(n_periodic), device, prefix="val").metrics
+        return validate(step) if rank == 0 else {}
 
     per_worker = max(1, int(cfg["trainer"]["batch_rays"]) // world)
     source = ShardRays(ray.train.get_dataset_shard("train"), per_worker, device)

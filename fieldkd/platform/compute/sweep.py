@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
-import numbers
 import os
 import sys
 import tempfile
@@ -40,6 +38,8 @@ import yaml
 from ray import tune
 
 from ..errors import InputError
+from ..stages import scene_label
+from ..summary import finite, is_finite
 from ..tracking import Run, flatten
 from .search_space import (NO_MAX_T, TuneSpace, describe, example_values, hydra_value, load_space, override_key,
                            param_space, parse_space, plain, sweep_settings, trial_overrides)
@@ -148,7 +148,7 @@ def _sweep(parent: Run | None, spec: SweepSpec | None, space_name: str | None, o
 
             ray.shutdown()
     metrics, best_config = best
-    return {"run_id": parent.run_id, "method": cfg["method"]["name"], "metrics": _finite(metrics),
+    return {"run_id": parent.run_id, "method": cfg["method"]["name"], "metrics": finite(metrics),
             "best_config": best_config, "seconds": None}
 
 
@@ -199,7 +199,7 @@ def start_sweep_run(cfg: dict, space: TuneSpace, settings: dict, spec: SweepSpec
     parent = Run.start(cfg["tracking"]["experiment"], cfg["run_name"] or f"sweep-{Path(space.name).stem}", tags={
         "fieldkd.method": cfg["method"]["name"],
         "fieldkd.field": cfg["field"]["name"],
-        "fieldkd.scene": _scene_label(cfg["scene"]),
+        "fieldkd.scene": scene_label(cfg["scene"]),
         "fieldkd.stage": "sweep",
         "fieldkd.tune_space": space.name,
         "fieldkd.search": settings["search"],
@@ -370,7 +370,7 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
     def to_tune(metrics: dict, step: int) -> None:
         if setup.metric not in metrics:
             return
-        result = {k: float(v) for k, v in metrics.items() if _is_finite(v)}
+        result = {k: float(v) for k, v in metrics.items() if is_finite(v)}
         if setup.metric not in result:
             return
         last[setup.metric] = result[setup.metric]
@@ -387,7 +387,7 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
         run.set_tags({"fieldkd.stage": "trial", STOPPED_TAG: "true"})
         return
     run.set_tags({"fieldkd.stage": "trial"})  # the method's stage set its own name
-    final = {k: float(v) for k, v in metrics.items() if _is_finite(v)}
+    final = {k: float(v) for k, v in metrics.items() if is_finite(v)}
     if setup.metric not in final and setup.metric in last:
         final[setup.metric] = last[setup.metric]  # e.g. val/psnr: its last periodic evaluation
     record["final"] = final
@@ -401,7 +401,7 @@ def start_trial_run(cfg: dict, setup: TrialSetup, trial_id: str, values: dict) -
     run = Run.start(cfg["tracking"]["experiment"], f"trial-{trial_id}", tags={
         "fieldkd.method": cfg["method"]["name"],
         "fieldkd.field": cfg["field"]["name"],
-        "fieldkd.scene": _scene_label(cfg["scene"]),
+        "fieldkd.scene": scene_label(cfg["scene"]),
         "fieldkd.stage": "trial",
         "fieldkd.trial": trial_id,
         "fieldkd.tune_space": setup.tune_space,
@@ -508,12 +508,12 @@ def log_best(parent: Run, outcomes: list[TrialOutcome], settings: dict) -> tuple
     """Pick the best finished trial by ``tune.metric`` (or, when none finished, the best last
     report) and log it on the sweep run."""
     metric, sign = settings["metric"], (1.0 if settings["mode"] == "max" else -1.0)
-    finished = [o for o in outcomes if o.final is not None and _is_finite(o.final.get(metric))]
+    finished = [o for o in outcomes if o.final is not None and is_finite(o.final.get(metric))]
     if finished:
         best = max(finished, key=lambda o: sign * o.final[metric])
         metrics = dict(best.final)
     else:
-        reported = [o for o in outcomes if _is_finite(o.last.get(metric))]
+        reported = [o for o in outcomes if is_finite(o.last.get(metric))]
         if not reported:
             errors = sum(o.error for o in outcomes)
             raise RuntimeError(f"no trial of sweep {parent.run_id} reported {metric} "
@@ -531,17 +531,3 @@ def log_best(parent: Run, outcomes: list[TrialOutcome], settings: dict) -> tuple
           f"{counts['sweep/stopped_early']} stopped early, {counts['sweep/errored']} errored; best {metric} = "
           f"{metrics[metric]:.4g} with {describe(best_config)} (run {best.run_id})", file=sys.stderr)
     return metrics, best_config
-
-
-def _is_finite(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-
-
-def _finite(metrics: dict) -> dict:
-    return {k: (float(v) if _is_finite(v) else None) for k, v in metrics.items()}
-
-
-def _scene_label(scene_cfg: dict) -> str:
-    from ..stages import scene_label
-
-    return scene_label(scene_cfg)

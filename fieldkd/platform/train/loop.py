@@ -17,7 +17,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 import torch
-from .checkpoint import DirectoryCheckpoints, Checkpoints
+from .checkpoint import Checkpoints, DirectoryCheckpoints
 from .progress import progress_bar
 from .schedule import lr_factor
 
