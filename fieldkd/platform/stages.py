@@ -8,13 +8,17 @@ driven by the resolved config, so a method stays a short recipe.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from .compute.session import placement
+from .distill.stage import TeacherRef
+from .distill.teacher import Teacher
 from .errors import InputError
 from .evaluate.image import make_lpips
 from .evaluate.mesh import extract_mesh, load_mesh, mesh_metrics
@@ -23,7 +27,7 @@ from .fields import build_field, pick_hash_backend
 from .render.renderer import RenderConfig, Renderer
 from .scenes import default_scene_dir, load_scene
 from .scenes.scene import Scene
-from .tracking import Run
+from .tracking import Run, flatten
 from .train.loop import MetricsLogger, Trainer, TrainerConfig, TrainResult
 from .train.photometric import PhotometricTask
 
@@ -45,12 +49,38 @@ class RunContext:
                 **{f"fieldkd.{k}": str(v) for k, v in extra.items()}}
 
     def request(self, stage: str, run: Run | None = None, cfg: dict | None = None, split: str = "train",
-                evaluate: bool = True) -> "StageRequest":
-        """Describe a training stage so that any process can run it (see :func:`fit_stage`)."""
+                evaluate: bool = True, task: str = "photometric",
+                teacher: TeacherRef | None = None) -> "StageRequest":
+        """Describe a stage so that any process can run it (see :func:`fit_stage`)."""
         own_run = run is not None and run.run_id != self.run.run_id
         return StageRequest(stage=stage, run_id=(run or self.run).run_id, tracking_uri=self.run.tracking_uri,
                             output_dir=str(self.output_dir), cfg=cfg or self.cfg, split=split,
-                            evaluate=evaluate, system_metrics=own_run)
+                            evaluate=evaluate, system_metrics=own_run, task=task, teacher=teacher)
+
+    def child(self, stage: str, cfg: dict) -> Run:
+        """The stage's child run, with the stage's own resolved config as params and
+        ``config.yaml``; a resumed pipeline finds the child it made before."""
+        for run in self.run.children():
+            if run.get().data.tags.get("fieldkd.stage") == stage:
+                return run
+        run = self.run.child(stage, tags=self.tags(stage=stage, field=cfg["field"]["name"]))
+        run.log_params(flatten(cfg))
+        run.log_text(yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
+        return run
+
+
+def named_field(cfg: dict, name: str) -> dict:
+    """The config of field ``name``: the run's ``field`` (with its command-line
+    overrides) when that is the one named, else the preset of that name."""
+    from ..conf import field_config
+
+    return dict(cfg["field"]) if cfg["field"]["name"] == name else field_config(name)
+
+
+def stage_config(cfg: dict, field: dict, trainer: dict | None = None) -> dict:
+    """A stage's config: the pipeline's, with its own field and the trainer overrides that are set."""
+    given = {k: v for k, v in (trainer or {}).items() if v is not None}
+    return {**cfg, "field": dict(field), "trainer": {**cfg["trainer"], **given}}
 
 
 @dataclass
@@ -70,6 +100,9 @@ class StageRequest:
     split: str = "train"
     evaluate: bool = True
     system_metrics: bool = False  # sample this process's machine into the run (a child run of its own)
+    task: str = "photometric"  # photometric: fit the split's images | distill: learn from ``teacher`` |
+    #                            evaluate: only score the trained field ``teacher``
+    teacher: TeacherRef | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -122,9 +155,8 @@ def load_scene_from_config(scene_cfg: dict) -> Scene:
 def make_field(field_cfg: dict, scene: Scene, device: torch.device):
     """Build the configured field; returns it and the backend it runs on."""
     options = {k: v for k, v in field_cfg.items() if k != "name"}
-    backend = "torch"
+    backend = pick_backend(field_cfg)
     if "backend" in options:
-        backend = pick_hash_backend(options["backend"])
         options["backend"] = backend
     return build_field(field_cfg["name"], scene.aabb, **options).to(device), backend
 
@@ -147,20 +179,96 @@ def periodic_validation(cfg: dict, scene: Scene, renderer: Renderer, field: torc
     return lambda step: evaluate_views(renderer, field, val, views, device, prefix="val").metrics
 
 
-def train_field(ctx: RunContext, scene: Scene, run: Run, stage: str, field_cfg: dict | None = None,
-                train_split: str = "train", **trainer_overrides) -> TrainedField:
-    """Train a field on a split's images as one stage; resumes from the stage's checkpoint."""
+TASKS = ("photometric", "distill", "evaluate")
+
+
+@dataclass
+class StageParts:
+    """What a process builds for a stage before training it."""
+
+    scene: Scene
+    field: torch.nn.Module
+    renderer: Renderer
+    backend: str
+    teacher: Teacher | None = None
+
+
+def build_parts(request: StageRequest, device: torch.device) -> StageParts:
+    """The scene, the field to train (or, to evaluate, the given one) and its renderer."""
+    if request.task not in TASKS:
+        raise InputError("task", f"unknown stage task {request.task!r}; one of {', '.join(TASKS)}")
+    cfg = request.cfg
+    scene = load_scene_from_config(cfg["scene"])
+    if request.task != "photometric" and request.teacher is None:
+        raise ValueError(f"a {request.task} stage needs a teacher")
+    if request.task == "evaluate":
+        trained = request.teacher.load(scene, cfg, device)
+        return StageParts(scene, trained.field, trained.renderer, pick_backend(cfg["field"]))
+    field, backend = make_field(cfg["field"], scene, device)
+    renderer = make_renderer(cfg, scene, device)
+    teacher = None
+    if request.task == "distill":
+        from .distill.stage import prepare_student
+
+        teacher = request.teacher.load(scene, cfg, device)
+        prepare_student(renderer, teacher)
+    return StageParts(scene, field, renderer, backend, teacher)
+
+
+def pick_backend(field_cfg: dict) -> str:
+    return pick_hash_backend(field_cfg["backend"]) if "backend" in field_cfg else "torch"
+
+
+def make_task(request: StageRequest, parts: StageParts, device: torch.device, *, evaluate=None, forward=None,
+              batches=None, batch_rays: int | None = None, rank: int = 0):
+    """The training task of a stage. ``batches``: a Ray Data shard (on Ray Train
+    workers) to read instead of the split's pixels or the teacher's answers;
+    ``batch_rays``: this process's share of the batch; ``rank`` varies the seed
+    of batches drawn on the fly, so data-parallel workers see different rays."""
+    cfg = request.cfg
+    batch_rays = int(batch_rays or cfg["trainer"]["batch_rays"])
+    if request.task == "photometric":
+        from .compute.students import ShardRays
+
+        rays = ShardRays(batches, batch_rays, device) if batches is not None else parts.scene.split(request.split)
+        return PhotometricTask(parts.field, parts.renderer, rays, batch_rays, device, evaluate=evaluate,
+                               forward=forward)
+    from .distill.samples import SampleLayout
+    from .distill.stage import distill_task, ensure_store, fly_source, store_path
+    from .distill.store import DatasetShardSource, StoreSource
+
+    layout = SampleLayout.from_renderer(parts.renderer)
+    if batches is not None:
+        source = DatasetShardSource(batches, layout.samples_per_ray, batch_rays, device)
+    elif cfg["distill"]["source"] == "store":
+        store = ensure_store(cfg, parts.scene, parts.teacher, parts.renderer, store_path(request.checkpoint_dir),
+                             device)
+        source = StoreSource(store, layout, device)
+    else:
+        source = fly_source(cfg, parts.scene, parts.teacher, parts.renderer, int(cfg["seed"]) + rank, device)
+    stage_cfg = {**cfg, "trainer": {**cfg["trainer"], "batch_rays": batch_rays}}
+    return distill_task(stage_cfg, parts.scene, parts.field, parts.renderer, parts.teacher, source, device,
+                        evaluate=evaluate, forward=forward)
+
+
+def train_stage(ctx: RunContext, request: StageRequest, parts: StageParts, run: Run) -> TrainedField:
+    """Train a stage's field (resuming from the stage's checkpoint); an evaluate stage
+    keeps a copy of the field it scores, so its run holds a checkpoint like the others."""
+    checkpoint_dir = request.checkpoint_dir
+    if request.task == "evaluate":
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if Path(request.teacher.checkpoint).resolve() != (checkpoint_dir / "last.pt").resolve():
+            shutil.copyfile(request.teacher.checkpoint, checkpoint_dir / "last.pt")
+        return TrainedField(parts.field, parts.renderer, TrainResult(0, 0.0, "steps", {}), parts.backend,
+                            checkpoint_dir)
     cfg = ctx.cfg
-    field, backend = make_field(field_cfg or cfg["field"], scene, ctx.device)
-    renderer = make_renderer(cfg, scene, ctx.device)
-    task = PhotometricTask(field, renderer, scene.split(train_split), int(cfg["trainer"]["batch_rays"]),
-                           ctx.device, evaluate=periodic_validation(cfg, scene, renderer, field, ctx.device))
-    checkpoint_dir = ctx.stage_dir(stage)
-    trainer = Trainer(trainer_config(cfg, **trainer_overrides), log=also(run.log_metrics),
-                      checkpoint_dir=checkpoint_dir, device=ctx.device, description=stage)
+    validate = periodic_validation(cfg, parts.scene, parts.renderer, parts.field, ctx.device)
+    task = make_task(request, parts, ctx.device, evaluate=validate)
+    trainer = Trainer(trainer_config(cfg), log=also(run.log_metrics), checkpoint_dir=checkpoint_dir,
+                      device=ctx.device, description=request.stage)
     result = trainer.fit(task)
     run.log_metrics({"train/steps": result.steps, "train/seconds": result.seconds}, result.steps)
-    return TrainedField(field, renderer, result, backend, checkpoint_dir)
+    return TrainedField(parts.field, parts.renderer, result, parts.backend, checkpoint_dir)
 
 
 _REPORT_SINKS: list[MetricsLogger] = []
@@ -200,15 +308,23 @@ def fit_stage(request: StageRequest) -> StageOutcome:
     if request.system_metrics and interval:
         run.start_system_metrics(float(interval))
     try:
-        scene = load_scene_from_config(cfg["scene"])
-        trained = train_field(ctx, scene, run, request.stage, train_split=request.split)
+        parts = build_parts(request, ctx.device)
+        trained = train_stage(ctx, request, parts, run)
         run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=trained.backend, stage=request.stage,
-                              **placement()))
-        metrics = evaluate_field(ctx, trained, scene, run) if request.evaluate else {}
+                              **stage_tags(request), **placement()))
+        metrics = evaluate_field(ctx, trained, parts.scene, run) if request.evaluate else {}
     finally:
         run.stop_system_metrics()
     return StageOutcome(request.stage, metrics, str(trained.checkpoint_dir / "last.pt"), trained.backend,
                         trained.result.steps, trained.result.seconds)
+
+
+def stage_tags(request: StageRequest) -> dict[str, str]:
+    """Lineage of a stage that learns from (or scores) another field."""
+    if request.teacher is None:
+        return {}
+    return {"task": request.task, "teacher": request.teacher.field["name"],
+            "teacher_checkpoint": request.teacher.checkpoint}
 
 
 def evaluate_field(ctx: RunContext, trained: TrainedField, scene: Scene, run: Run) -> dict[str, float]:
@@ -274,8 +390,24 @@ def run_stages(ctx: RunContext, requests: list[StageRequest], distributed: bool 
 
         if len(requests) != 1:
             raise ValueError("a distributed stage trains one model")
-        return {requests[0].stage: fit_distributed(requests[0])}
+        with finishing(ctx, requests):
+            return {requests[0].stage: fit_distributed(requests[0])}
     num_cpus, num_gpus = training_resources(compute, len(requests))
     trainings = [Training(r.stage, fit_stage, {"request": r}, num_cpus, num_gpus) for r in requests]
-    outcomes = run_trainings(trainings, max_restarts=int(compute["max_restarts"]))
+    with finishing(ctx, requests):
+        outcomes = run_trainings(trainings, max_restarts=int(compute["max_restarts"]))
     return {name: outcome.result for name, outcome in outcomes.items()}
+
+
+@contextlib.contextmanager
+def finishing(ctx: RunContext, requests: list[StageRequest]):
+    """Close the stages' own child runs: FINISHED when all went well, else FAILED."""
+    own = [Run(r.run_id, ctx.run.tracking_uri) for r in requests if r.run_id != ctx.run.run_id]
+    try:
+        yield
+    except BaseException:
+        for run in own:
+            run.finish("FAILED")
+        raise
+    for run in own:
+        run.finish()

@@ -27,8 +27,6 @@ def fit_distributed(request: StageRequest) -> StageOutcome:
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ..stages import load_scene_from_config
-    from ..train.ray_shards import write_ray_shards
     from .resources import training_resources
     from .session import largest_node
 
@@ -37,17 +35,19 @@ def fit_distributed(request: StageRequest) -> StageOutcome:
     wanted = compute.get("gpus_per_training")
     use_gpu = request.cfg["device"] != "cpu" and (wanted > 0 if wanted is not None else largest_node("GPU") > 0)
     cpus, _ = training_resources(compute, workers)
-    scene = load_scene_from_config(request.cfg["scene"])
-    shards = write_ray_shards(scene.split(request.split), request.checkpoint_dir / "rays", seed=request.cfg["seed"])
-    # Read before the workers take the CPUs: on a small machine no core would be left for reading.
-    ray.data.DataContext.get_current().enable_progress_bars = False  # the training bar is the one to watch
-    rays = ray.data.read_parquet(str(shards)).materialize()
+    # Written by a task with a worker's resources: a teacher store needs the teacher (and its GPU).
+    shards = ray.get(ray.remote(write_shards).options(num_cpus=cpus, num_gpus=1 if use_gpu else 0).remote(request))
+    datasets = {}
+    if shards is not None:
+        # Read before the workers take the CPUs: on a small machine no core would be left for reading.
+        ray.data.DataContext.get_current().enable_progress_bars = False  # the training bar is the one to watch
+        datasets["train"] = ray.data.read_parquet(str(shards)).materialize()
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"request": request, "cpus_per_worker": cpus},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})}),
-        datasets={"train": rays},
+        datasets=datasets,
         run_config=RunConfig(name=f"{request.stage}-train", storage_path=str(Path(request.output_dir).resolve()),
                              failure_config=FailureConfig(max_failures=int(compute["max_restarts"])),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -55,6 +55,28 @@ def fit_distributed(request: StageRequest) -> StageOutcome:
     )
     trainer.fit()
     return read_outcome(request)
+
+
+def write_shards(request: StageRequest) -> str | None:
+    """The Parquet shards the workers stream: the split's rays, or the teacher's answers
+    (``distill.source=store``); None when each worker asks its teacher itself."""
+    from ..stages import build_parts, resolve_device
+    from ..train.ray_shards import write_ray_shards
+
+    cfg = request.cfg
+    if request.task == "photometric":
+        from ..stages import load_scene_from_config
+
+        scene = load_scene_from_config(cfg["scene"])
+        return str(write_ray_shards(scene.split(request.split), request.checkpoint_dir / "rays", seed=cfg["seed"]))
+    if request.task == "distill" and cfg["distill"]["source"] == "store":
+        from ..distill.stage import ensure_store, store_path
+
+        device = resolve_device(cfg["device"])
+        parts = build_parts(request, device)
+        return str(ensure_store(cfg, parts.scene, parts.teacher, parts.renderer, store_path(request.checkpoint_dir),
+                                device))
+    return None
 
 
 OUTCOME = "outcome.json"
@@ -171,11 +193,10 @@ def train_worker(config: dict) -> None:
     import ray.train.torch
     from torch.nn.parallel import DistributedDataParallel
 
-    from ..stages import (RunContext, TrainedField, evaluate_field, load_scene_from_config, make_field,
-                          make_renderer, periodic_validation, trainer_config)
+    from ..stages import (RunContext, TrainedField, build_parts, evaluate_field, make_task, periodic_validation,
+                          stage_tags, trainer_config)
     from ..tracking import Run
     from ..train.loop import Trainer
-    from ..train.photometric import PhotometricTask
     from .session import pin_threads
 
     request: StageRequest = config["request"]
@@ -184,9 +205,8 @@ def train_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    scene = load_scene_from_config(cfg["scene"])
-    field, backend = make_field(cfg["field"], scene, device)
-    renderer = make_renderer(cfg, scene, device)
+    parts = build_parts(request, device)
+    scene, field, renderer, backend = parts.scene, parts.field, parts.renderer, parts.backend
     model = DistributedDataParallel(field, forward_sync_buffers=False) if world > 1 else field
     run = Run(request.run_id, request.tracking_uri) if rank == 0 else None
     if run and request.system_metrics and cfg["tracking"].get("system_metrics_s"):
@@ -198,9 +218,11 @@ def train_worker(config: dict) -> None:
         return validate(step) if rank == 0 else {}
 
     per_worker = max(1, int(cfg["trainer"]["batch_rays"]) // world)
-    source = ShardRays(ray.train.get_dataset_shard("train"), per_worker, device)
-    task = PhotometricTask(field, renderer, source, per_worker, device, evaluate=periodic, forward=model)
-    if world > 1 and renderer.grid is not None:
+    shard = ray.train.get_dataset_shard("train") if request.task == "photometric" or (
+        cfg["distill"]["source"] == "store") else None
+    task = make_task(request, parts, device, evaluate=periodic, forward=model, batches=shard, batch_rays=per_worker,
+                     rank=rank)
+    if world > 1 and renderer.grid is not None and request.task == "photometric":
         refresh_every = int(cfg["render"]["occupancy_update_every"])
         update = task.after_step
 
@@ -220,7 +242,7 @@ def train_worker(config: dict) -> None:
         run.log_metrics({"train/steps": result.steps, "train/seconds": result.seconds,
                          "train/workers": world, "train/replica_spread": spread}, result.steps)
         run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=backend, stage=request.stage,
-                              workers=world))
+                              workers=world, **stage_tags(request)))
         trained = TrainedField(field, renderer, result, backend, request.checkpoint_dir)
         metrics = evaluate_field(ctx, trained, scene, run) if request.evaluate else {}
         write_outcome(StageOutcome(request.stage, metrics, str(request.checkpoint_dir / "last.pt"), backend,

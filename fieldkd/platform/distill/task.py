@@ -97,14 +97,21 @@ class DistillationTask:
         self.real = real
         self._evaluate = evaluate
         self.progress = progress
+        self._fraction: float | None = None  # the trainer's fraction of the binding budget
         self.skip_feature_stage = not (student.has_feature and teacher.has_feature)
 
     def param_groups(self, lr: float) -> list[dict]:
         return self.student.param_groups(lr)
 
+    def on_progress(self, fraction: float) -> None:
+        """Called by the trainer before each step: how far the run is through its step or time budget."""
+        self._fraction = fraction
+
+    def _progress(self, step: int) -> float | None:
+        return self.progress(step) if self.progress else self._fraction
+
     def weights(self, step: int) -> dict[str, float]:
-        progress = self.progress(step) if self.progress else None
-        return weights_at(step, self.cfg.total_steps, self.schedule, self.skip_feature_stage, progress)
+        return weights_at(step, self.cfg.total_steps, self.schedule, self.skip_feature_stage, self._progress(step))
 
     def _kind(self, term: str) -> str:
         return self.cfg.kinds.get(term, self.cfg.loss)
@@ -166,8 +173,7 @@ class DistillationTask:
 
         with torch.no_grad():
             to_teacher = torch.mean((render["rgb"] - batch.teacher_rgb) ** 2).item()
-        stage, _ = stage_at(step, cfg.total_steps, self.schedule, self.skip_feature_stage,
-                            self.progress(step) if self.progress else None)
+        stage, _ = stage_at(step, cfg.total_steps, self.schedule, self.skip_feature_stage, self._progress(step))
         metrics.update({f"distill/{k}": float(v.detach()) for k, v in terms.items()})
         metrics.update({"distill/stage": float(stage + 1), "distill/psnr_to_teacher": mse_to_psnr(to_teacher),
                         "train/psnr": mse_to_psnr(to_teacher)})

@@ -181,3 +181,49 @@ def teacher_from_run(run_id: str, *, tracking_uri: str | None = None, field_cfg:
         defaults["far"] = float(scene["far"])
     return teacher_from_state(state["task"], field_cfg or cfg["field"], device=device,
                               source=f"run:{run_id}", **{**defaults, **kwargs})
+
+
+def _has_checkpoint(client, run_id: str) -> bool:
+    folder = CHECKPOINT_ARTIFACT.rsplit("/", 1)[0]
+    return any(a.path == CHECKPOINT_ARTIFACT for a in client.list_artifacts(run_id, folder))
+
+
+def checkpoint_run(client, run_id: str) -> str:
+    """The run that holds the trained field of ``run_id``: the run itself, or, for a
+    pipeline, its child run of the teacher stage."""
+    from mlflow.exceptions import MlflowException
+
+    from ..errors import InputError
+    from ..tracking.run import PARENT_TAG
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise InputError("teacher.run_id", f"no MLflow run {run_id!r} in {client.tracking_uri}") from exc
+    if _has_checkpoint(client, run_id):
+        return run_id
+    query = f"tags.`{PARENT_TAG}` = '{run_id}' and tags.`fieldkd.stage` = 'teacher'"
+    for child in client.search_runs([run.info.experiment_id], query):
+        if _has_checkpoint(client, child.info.run_id):
+            return child.info.run_id
+    raise InputError("teacher.run_id", f"run {run_id} has no {CHECKPOINT_ARTIFACT} (nor a teacher stage with one)")
+
+
+def fetch_teacher(run_id: str, folder: str | Path, tracking_uri: str | None = None) -> tuple[Path, dict, str]:
+    """Download the trained field of an MLflow run into ``folder`` (kept if already there).
+
+    Returns the checkpoint's path, the field's config (from the ``config.yaml``
+    saved with the run or an ancestor) and the id of the run it came from.
+    """
+    from ..tracking.store import client as make_client
+
+    client = make_client(tracking_uri)
+    source = checkpoint_run(client, run_id)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = _run_config(client, source, folder)
+    path = folder / Path(CHECKPOINT_ARTIFACT).name
+    if not path.exists():
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            Path(client.download_artifacts(source, CHECKPOINT_ARTIFACT, tmp)).rename(path)
+    return path, cfg["field"], source

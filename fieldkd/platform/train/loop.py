@@ -131,6 +131,7 @@ class Trainer:
         last_eval: dict = {}
         stopped_by = "steps"
         bar = progress_bar(cfg.steps, step, self.description, enabled=cfg.progress and self.show_progress)
+        on_progress = getattr(task, "on_progress", None)  # tasks whose schedule follows the budget
         while step < cfg.steps:
             now_elapsed = elapsed() if cfg.max_seconds is not None else 0.0
             if cfg.max_seconds is not None and now_elapsed >= cfg.max_seconds:
@@ -140,6 +141,8 @@ class Trainer:
             if cfg.max_seconds:
                 progress = max(progress, now_elapsed / cfg.max_seconds)
             factor = lr_factor(step, progress, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+            if on_progress is not None:
+                on_progress(progress)
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor
 
@@ -162,14 +165,14 @@ class Trainer:
                 now = time.perf_counter()
                 metrics = {"train/loss": float(loss.detach()), **metrics,
                            "train/samples_per_second": window_samples / max(now - window_start, 1e-9),
-                           "train/lr": base_lrs[0] * factor}
+                           "train/lr": base_lrs[0] * factor, "train/seconds": elapsed()}
                 self.log(metrics, step)
                 bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in metrics.items()
                                  if k in ("train/loss", "train/psnr")})
                 window_samples, window_start = 0, time.perf_counter()
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
                 last_eval = task.evaluate(step)
-                self.log(last_eval, step)
+                self.log({**last_eval, "train/seconds": elapsed()}, step)
             if self.checkpoints and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 self._save(task, optimizer, step, elapsed())
         bar.close()

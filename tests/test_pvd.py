@@ -1,0 +1,103 @@
+"""PVD end to end: a parent run, teacher and student child runs, teacher reuse, Ray Train students."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import tiny_run_overrides
+from fieldkd.platform.cli import compose_config
+from fieldkd.platform.errors import InputError
+from fieldkd.platform.runner import execute
+from fieldkd.methods import pvd
+
+
+def pvd_config(scene, out, *extra, steps=60):
+    overrides = tiny_run_overrides(scene, out, steps) + ["method=pvd", "tracking.system_metrics_s=0",
+                                                         "trainer.progress=false", *extra]
+    return compose_config(overrides)
+
+
+def children(client, run_id):
+    found = client.search_runs([client.get_run(run_id).info.experiment_id],
+                               f"tags.`mlflow.parentRunId` = '{run_id}'")
+    return {r.data.tags["fieldkd.stage"]: r for r in found}
+
+
+def history(client, run_id, key):
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def test_pvd_trains_a_teacher_then_distills_a_grid_student_within_the_time_budget(
+        tiny_blender, tmp_path, mlflow_uri):
+    # A step budget no stage reaches: trainer.max_seconds must stop both stages.
+    cfg = pvd_config(tiny_blender, tmp_path / "out", "teacher.field=hash", "student.field=grid",
+                     "trainer.max_seconds=6", "trainer.log_every=2", steps=100000)
+    run_id, metrics = execute(cfg, pvd.run)
+
+    client = MlflowClient(mlflow_uri)
+    for key in ("teacher/test/psnr", "student/test/psnr", "test/psnr"):
+        assert 5 < metrics[key] < 60, key
+    assert metrics["test/psnr"] == metrics["student/test/psnr"]
+    parent = client.get_run(run_id)
+    assert parent.data.tags["fieldkd.field"] == "hash->grid"
+    assert parent.data.metrics["teacher/test/psnr"] == pytest.approx(metrics["teacher/test/psnr"])
+
+    stages = children(client, run_id)
+    assert set(stages) == {"teacher", "student"}
+    teacher, student = stages["teacher"], stages["student"]
+    # Each stage records its own resolved config: its own field.
+    assert teacher.data.params["field.name"] == "hash" and student.data.params["field.name"] == "grid"
+    assert student.data.tags["fieldkd.teacher"] == "hash" and student.data.tags["fieldkd.task"] == "distill"
+    for child in (teacher, student):
+        steps = child.data.metrics["train/steps"]
+        assert 0 < steps < 100000  # stopped by time, not steps
+        assert child.data.metrics["train/seconds"] == pytest.approx(6, abs=2.5)
+        assert "config.yaml" in {a.path for a in client.list_artifacts(child.info.run_id)}
+    # A grid has no intermediate feature: the feature-only stage is skipped and no feature loss is logged.
+    # Its stages follow the time budget: volume terms first, then the rendered colour too.
+    assert set(history(client, student.info.run_id, "distill/stage")) == {1.0, 2.0}
+    assert not client.get_metric_history(student.info.run_id, "distill/feature")
+    assert history(client, student.info.run_id, "distill/density")
+    assert history(client, student.info.run_id, "distill/rgb")
+
+
+def test_a_loaded_teacher_is_scored_again_and_taught_on_ray_train_workers_from_a_store(
+        tiny_blender, tmp_path, mlflow_uri):
+    first = pvd_config(tiny_blender, tmp_path / "out", "teacher.field=hash", "student.field=hash",
+                       "student.trainer.steps=20")
+    first_id, first_metrics = execute(first, pvd.run)
+
+    # The teacher comes from the first pipeline's run; the student trains on 2 Ray Train
+    # workers that stream the teacher's answers from Parquet shards through Ray Data.
+    second = pvd_config(tiny_blender, tmp_path / "out", f"teacher.run_id={first_id}", "student.field=hash",
+                        "compute.workers=2", "distill.source=store", "distill.store_batches=8")
+    second_id, metrics = execute(second, pvd.run)
+
+    # Same weights, same views: the same score, to the last digit.
+    assert metrics["teacher/test/psnr"] == first_metrics["teacher/test/psnr"]
+    client = MlflowClient(mlflow_uri)
+    stages = children(client, second_id)
+    assert stages["teacher"].data.tags["fieldkd.task"] == "evaluate"
+    assert not client.get_metric_history(stages["teacher"].info.run_id, "train/loss")  # scored, not trained
+    assert client.get_run(second_id).data.tags["fieldkd.teacher_run"] == children(client, first_id)[
+        "teacher"].info.run_id
+    student = stages["student"].data
+    assert student.tags["fieldkd.workers"] == "2"
+    assert student.metrics["train/steps"] == 60
+    assert student.metrics["train/replica_spread"] == 0.0
+    store = tmp_path / "out" / second_id / "student" / "teacher_store"
+    assert (store / "_COMPLETE").exists() and list(store.glob("shard-*.parquet"))
+
+
+@pytest.mark.parametrize("overrides, where", [
+    (["teacher.field=nope"], "field"),
+    (["teacher.run_id=0123456789abcdef"], "teacher.run_id"),
+    (["teacher.checkpoint=/nonexistent/last.pt"], "/nonexistent/last.pt"),
+    (["teacher.field=hash", "teacher.checkpoint=/x.pt", "teacher.run_id=abc"], "teacher"),
+])
+def test_bad_teacher_inputs_fail_with_the_key_or_file_named(tiny_blender, tmp_path, mlflow_uri, overrides, where):
+    cfg = pvd_config(tiny_blender, tmp_path / "out", *overrides)
+    with pytest.raises(InputError) as caught:
+        execute(cfg, pvd.run)
+    assert caught.value.where == where
