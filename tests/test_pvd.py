@@ -92,6 +92,7 @@ def test_a_loaded_teacher_is_scored_again_and_taught_on_ray_train_workers_from_a
 
 @pytest.mark.parametrize("overrides, where", [
     (["teacher.field=nope"], "field"),
+    (["student.field=nope"], "field"),
     (["teacher.run_id=0123456789abcdef"], "teacher.run_id"),
     (["teacher.checkpoint=/nonexistent/last.pt"], "/nonexistent/last.pt"),
     (["teacher.field=hash", "teacher.checkpoint=/x.pt", "teacher.run_id=abc"], "teacher"),

@@ -52,6 +52,7 @@ def student_stage(ctx: RunContext) -> dict:
 
 def run(ctx: RunContext) -> dict[str, float]:
     teacher_cfg, loaded = teacher_stage(ctx)
+    student_cfg = student_stage(ctx)  # a bad student.field fails now, not after the teacher
     teacher_run = ctx.child("teacher", teacher_cfg)
     if loaded is None:
         request = ctx.request("teacher", teacher_run, teacher_cfg)
@@ -60,7 +61,6 @@ def run(ctx: RunContext) -> dict[str, float]:
     taught = run_stages(ctx, [request])["teacher"]
     teacher = TeacherRef(taught.checkpoint, teacher_cfg["field"])
 
-    student_cfg = student_stage(ctx)
     student_run = ctx.child("student", student_cfg)
     request = ctx.request("student", student_run, student_cfg, task="distill", teacher=teacher)
     learnt = run_stages(ctx, [request], distributed=True)["student"]
