@@ -3,6 +3,7 @@
     python benchmarks/pvd_pairs.py [--fields mlp,hash,kplanes,vm,grid]
         [--teacher-seconds 120] [--student-seconds 120]     # wall budget per stage (default)
         [--teacher-steps N] [--student-steps N]             # or step budgets (independent of machine load)
+        [--eval-views N]                                    # score each pair on the first N test views
         [--workdir /tmp/fieldkd-bench/pvd_pairs]
 
 One teacher per field is trained once on the default scene
@@ -211,6 +212,8 @@ def main() -> None:
     parser.add_argument("--student-seconds", type=float, default=120.0, help="wall budget of a distillation")
     parser.add_argument("--teacher-steps", type=int, default=None, help="step budget instead of --teacher-seconds")
     parser.add_argument("--student-steps", type=int, default=None, help="step budget instead of --student-seconds")
+    parser.add_argument("--eval-views", type=int, default=None,
+                        help="score teacher and student of each pair on the first N test views (default: all)")
     parser.add_argument("--workdir", default="/tmp/fieldkd-bench/pvd_pairs",
                         help="MLflow store, checkpoints, logs and the progress file (kept: re-running resumes)")
     args = parser.parse_args()
@@ -219,6 +222,9 @@ def main() -> None:
     work = Work(args.workdir, NAME)
     teacher_budget, teacher_tag = budget(args.teacher_steps, args.teacher_seconds)
     student_budget, student_tag = budget(args.student_steps, args.student_seconds, prefix="student.")
+    if args.eval_views:  # both sides of a pair are scored on the same views, so the gap stays fair
+        student_budget = [*student_budget, f"eval.max_views={args.eval_views}"]
+        student_tag += f"/views{args.eval_views}"
     failures = []
 
     teachers = {}
@@ -277,11 +283,11 @@ def main() -> None:
                "teacher_steps": args.teacher_steps, "student_steps": args.student_steps,
                "close_db": CLOSE_DB, "teachers": teachers,
                "pairs": [pairs[(t, s)] for t in fields for s in fields if (t, s) in pairs],
-               "failures": failures, "mlflow": {"tracking_uri": work.uri, "experiment": BENCH_EXPERIMENT}}
+               "failures": failures, "mlflow": {"tracking_uri": "WORKDIR/mlflow.db", "experiment": BENCH_EXPERIMENT}}
 
     def write(run_id: str) -> list[Path]:
         payload["mlflow"]["run_id"] = run_id
-        write_results(NAME, payload, table + f"\nMLflow: run `{run_id}` (benchmark-{NAME}) in {work.uri}\n")
+        write_results(NAME, payload, table + f"\nMLflow: run `{run_id}` (benchmark-{NAME}) in WORKDIR/mlflow.db\n")
         heat_map(fields, pairs, f"PVD gap, student - teacher test PSNR (dB)\n{budgets}", RESULTS / f"{NAME}.png")
         return [RESULTS / f"{NAME}.{ext}" for ext in ("json", "md", "png")]
 

@@ -288,8 +288,8 @@ def main() -> None:
     report = "# hash -> mlp PVD against the MLP from scratch, 2 CPU cores\n\n" + "\n".join(sections)
 
     def write(run_id: str) -> list[Path]:
-        payload["mlflow"] = {"tracking_uri": work.uri, "run_id": run_id}
-        write_results(NAME, payload, report + f"\nMLflow: run `{run_id}` (benchmark-{NAME}) in {work.uri}\n")
+        payload["mlflow"] = {"tracking_uri": "WORKDIR/mlflow.db", "run_id": run_id}
+        write_results(NAME, payload, report + f"\nMLflow: run `{run_id}` (benchmark-{NAME}) in WORKDIR/mlflow.db\n")
         files = [RESULTS / f"{NAME}.json", RESULTS / f"{NAME}.md"]
         if png is not None:
             plot(got["scratch"], got["teacher"], got["distill"], payload["speed"]["p_star"], png)
