@@ -13,14 +13,10 @@ def field_names() -> list[str]:
     return sorted(p.stem for p in FIELD_DIR.glob("*.yaml"))
 
 
-def field_config(name: str | dict) -> dict:
-    """The preset of field ``name`` (``conf/field/NAME.yaml``); a dict is taken as a full field config."""
+def field_config(name: str) -> dict:
+    """The preset of field ``name`` (``conf/field/NAME.yaml``)."""
     from ..platform.errors import InputError
 
-    if isinstance(name, dict):
-        if "name" not in name:
-            raise InputError("field", f"a field config needs a 'name' (one of {', '.join(field_names())})")
-        return dict(name)
     path = FIELD_DIR / f"{name}.yaml"
     if not path.is_file():
         raise InputError("field", f"unknown field {name!r}; known: {', '.join(field_names())}")

@@ -208,10 +208,10 @@ def build_parts(request: StageRequest, device: torch.device) -> StageParts:
     renderer = make_renderer(cfg, scene, device)
     teacher = None
     if request.task == "distill":
-        from .distill.stage import prepare_student
+        from .distill.samples import occupancy_from_teacher
 
         teacher = request.teacher.load(scene, cfg, device)
-        prepare_student(renderer, teacher)
+        occupancy_from_teacher(renderer, teacher)  # the student marches the teacher's grid: the same points
     return StageParts(scene, field, renderer, backend, teacher)
 
 
@@ -233,19 +233,10 @@ def make_task(request: StageRequest, parts: StageParts, device: torch.device, *,
         rays = ShardRays(batches, batch_rays, device) if batches is not None else parts.scene.split(request.split)
         return PhotometricTask(parts.field, parts.renderer, rays, batch_rays, device, evaluate=evaluate,
                                forward=forward)
-    from .distill.samples import SampleLayout
-    from .distill.stage import distill_task, ensure_store, fly_source, store_path
-    from .distill.store import DatasetShardSource, StoreSource
+    from .distill.stage import batch_source, distill_task, store_path
 
-    layout = SampleLayout.from_renderer(parts.renderer)
-    if batches is not None:
-        source = DatasetShardSource(batches, layout.samples_per_ray, batch_rays, device)
-    elif cfg["distill"]["source"] == "store":
-        store = ensure_store(cfg, parts.scene, parts.teacher, parts.renderer, store_path(request.checkpoint_dir),
-                             device)
-        source = StoreSource(store, layout, device)
-    else:
-        source = fly_source(cfg, parts.scene, parts.teacher, parts.renderer, int(cfg["seed"]) + rank, device)
+    source = batch_source(cfg, parts.scene, parts.teacher, parts.renderer, store_path(request.checkpoint_dir), device,
+                          batches=batches, batch_rays=batch_rays, rank=rank)
     stage_cfg = {**cfg, "trainer": {**cfg["trainer"], "batch_rays": batch_rays}}
     return distill_task(stage_cfg, parts.scene, parts.field, parts.renderer, parts.teacher, source, device,
                         evaluate=evaluate, forward=forward)

@@ -44,7 +44,7 @@ def fit_distributed(request: StageRequest) -> StageOutcome:
         datasets["train"] = ray.data.read_parquet(str(shards)).materialize()
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"request": request, "cpus_per_worker": cpus},
+        train_loop_config={"request": request, "cpus_per_worker": cpus, "sharded": shards is not None},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})}),
         datasets=datasets,
@@ -60,13 +60,11 @@ def fit_distributed(request: StageRequest) -> StageOutcome:
 def write_shards(request: StageRequest) -> str | None:
     """The Parquet shards the workers stream: the split's rays, or the teacher's answers
     (``distill.source=store``); None when each worker asks its teacher itself."""
-    from ..stages import build_parts, resolve_device
+    from ..stages import build_parts, load_scene_from_config, resolve_device
     from ..train.ray_shards import write_ray_shards
 
     cfg = request.cfg
     if request.task == "photometric":
-        from ..stages import load_scene_from_config
-
         scene = load_scene_from_config(cfg["scene"])
         return str(write_ray_shards(scene.split(request.split), request.checkpoint_dir / "rays", seed=cfg["seed"]))
     if request.task == "distill" and cfg["distill"]["source"] == "store":
@@ -218,8 +216,7 @@ def train_worker(config: dict) -> None:
         return validate(step) if rank == 0 else {}
 
     per_worker = max(1, int(cfg["trainer"]["batch_rays"]) // world)
-    shard = ray.train.get_dataset_shard("train") if request.task == "photometric" or (
-        cfg["distill"]["source"] == "store") else None
+    shard = ray.train.get_dataset_shard("train") if config["sharded"] else None
     task = make_task(request, parts, device, evaluate=periodic, forward=model, batches=shard, batch_rays=per_worker,
                      rank=rank)
     if world > 1 and renderer.grid is not None and request.task == "photometric":

@@ -26,9 +26,9 @@ from ..scenes.scene import Scene
 from ..train.photometric import PixelSampler
 from .filters import FrustumFilter
 from .inquirers import CameraBoxInquirer, SphereInquirer, TrainingRayInquirer
-from .samples import OnTheFlySource, SampleLayout, occupancy_from_teacher
+from .samples import OnTheFlySource, SampleLayout
 from .schedule import ScheduleConfig
-from .store import StoreSource, write_store
+from .store import DatasetShardSource, StoreSource, write_store
 from .task import DistillationTask, DistillConfig
 from .teacher import Teacher, load_teacher
 
@@ -98,11 +98,6 @@ def fly_source(cfg: dict, scene: Scene, teacher: Teacher, renderer: Renderer, se
     return OnTheFlySource(inquirer, teacher, SampleLayout.from_renderer(renderer), seed=seed, device=device)
 
 
-def prepare_student(renderer: Renderer, teacher: Teacher) -> None:
-    """The student marches the teacher's occupancy grid, so both see the same points."""
-    occupancy_from_teacher(renderer, teacher)
-
-
 def store_path(checkpoint_dir: Path) -> Path:
     return Path(checkpoint_dir) / STORE
 
@@ -112,6 +107,18 @@ def ensure_store(cfg: dict, scene: Scene, teacher: Teacher, renderer: Renderer, 
     """Write the stage's teacher-sample store unless an identical one is complete."""
     source = fly_source(cfg, scene, teacher, renderer, int(cfg["seed"]), device)
     return write_store(directory, source, int(cfg["distill"]["store_batches"]), int(cfg["trainer"]["batch_rays"]))
+
+
+def batch_source(cfg: dict, scene: Scene, teacher: Teacher, renderer: Renderer, store_dir: Path, device, *,
+                 batches=None, batch_rays: int, rank: int = 0):
+    """Where a stage's batches come from: a Ray Data shard of the store (Ray Train
+    workers), the store read in order, or the teacher asked on the fly (seeded by rank)."""
+    layout = SampleLayout.from_renderer(renderer)
+    if batches is not None:
+        return DatasetShardSource(batches, layout.samples_per_ray, batch_rays, device)
+    if cfg["distill"]["source"] == "store":
+        return StoreSource(ensure_store(cfg, scene, teacher, renderer, store_dir, device), layout, device)
+    return fly_source(cfg, scene, teacher, renderer, int(cfg["seed"]) + rank, device)
 
 
 def distill_task(cfg: dict, scene: Scene, student, renderer: Renderer, teacher: Teacher, source, device, *,
