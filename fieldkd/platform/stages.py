@@ -26,7 +26,7 @@ from .evaluate.views import evaluate_views
 from .fields import build_field, pick_hash_backend
 from .render.renderer import RenderConfig, Renderer
 from .scenes import default_scene_dir, load_scene
-from .scenes.scene import Scene
+from .scenes.scene import Scene, SceneSplit
 from .tracking import Run, flatten
 from .train.loop import MetricsLogger, Trainer, TrainerConfig, TrainResult
 from .train.photometric import PhotometricTask
@@ -48,14 +48,12 @@ class RunContext:
         return {"fieldkd.method": self.cfg["method"]["name"], "fieldkd.scene": scene_label(self.cfg["scene"]),
                 **{f"fieldkd.{k}": str(v) for k, v in extra.items()}}
 
-    def request(self, stage: str, run: Run | None = None, cfg: dict | None = None, split: str = "train",
-                evaluate: bool = True, task: str = "photometric",
-                teacher: TeacherRef | None = None) -> "StageRequest":
-        """Describe a stage so that any process can run it (see :func:`fit_stage`)."""
+    def request(self, stage: str, run: Run | None = None, cfg: dict | None = None, **options) -> "StageRequest":
+        """Describe a stage so that any process can run it (see :func:`fit_stage`);
+        ``options`` are further :class:`StageRequest` fields (task, teacher, views, ...)."""
         own_run = run is not None and run.run_id != self.run.run_id
         return StageRequest(stage=stage, run_id=(run or self.run).run_id, tracking_uri=self.run.tracking_uri,
-                            output_dir=str(self.output_dir), cfg=cfg or self.cfg, split=split,
-                            evaluate=evaluate, system_metrics=own_run, task=task, teacher=teacher)
+                            output_dir=str(self.output_dir), cfg=cfg or self.cfg, system_metrics=own_run, **options)
 
     def child(self, stage: str, cfg: dict) -> Run:
         """The stage's child run, with the stage's own resolved config as params and
@@ -102,11 +100,19 @@ class StageRequest:
     system_metrics: bool = False  # sample this process's machine into the run (a child run of its own)
     task: str = "photometric"  # photometric: fit the split's images | distill: learn from ``teacher`` |
     #                            evaluate: only score the trained field ``teacher``
-    teacher: TeacherRef | None = None
+    teacher: TeacherRef | None = None  # or any reference with .load(scene, cfg, device), .field, .checkpoint
+    views: list[int] | None = None  # the views of ``split`` to learn from; None: all
+    init: str | None = None  # a Trainer checkpoint whose field (and occupancy grid) the stage starts from
+    eval_groups: dict[str, list[int]] | None = None  # also score these views of the evaluation split,
+    #                                                  as metrics "<name>/test/psnr", ...
 
     @property
     def checkpoint_dir(self) -> Path:
         return Path(self.output_dir) / self.stage
+
+    def training_split(self, scene: Scene) -> SceneSplit:
+        split = scene.split(self.split)
+        return split if self.views is None else split.subset(self.views)
 
 
 @dataclass
@@ -206,6 +212,8 @@ def build_parts(request: StageRequest, device: torch.device) -> StageParts:
         return StageParts(scene, trained.field, trained.renderer, pick_backend(cfg["field"]))
     field, backend = make_field(cfg["field"], scene, device)
     renderer = make_renderer(cfg, scene, device)
+    if request.init is not None:
+        start_from(request.init, field, renderer)
     teacher = None
     if request.task == "distill":
         from .distill.samples import occupancy_from_teacher
@@ -213,6 +221,17 @@ def build_parts(request: StageRequest, device: torch.device) -> StageParts:
         teacher = request.teacher.load(scene, cfg, device)
         occupancy_from_teacher(renderer, teacher)  # the student marches the teacher's grid: the same points
     return StageParts(scene, field, renderer, backend, teacher)
+
+
+def start_from(checkpoint: str, field: torch.nn.Module, renderer: Renderer) -> None:
+    """Load a trained field and its occupancy grid (a stage's ``last.pt``) to go on training it."""
+    from .train.checkpoint import load_checkpoint
+
+    if not Path(checkpoint).exists():
+        raise InputError(checkpoint, "checkpoint to start from not found")
+    task = load_checkpoint(checkpoint)["task"]
+    field.load_state_dict(task["field"])
+    renderer.load_state_dict(task["renderer"])
 
 
 def pick_backend(field_cfg: dict) -> str:
@@ -230,7 +249,7 @@ def make_task(request: StageRequest, parts: StageParts, device: torch.device, *,
     if request.task == "photometric":
         from .compute.students import ShardRays
 
-        rays = ShardRays(batches, batch_rays, device) if batches is not None else parts.scene.split(request.split)
+        rays = ShardRays(batches, batch_rays, device) if batches is not None else request.training_split(parts.scene)
         return PhotometricTask(parts.field, parts.renderer, rays, batch_rays, device, evaluate=evaluate,
                                forward=forward)
     from .distill.stage import batch_source, distill_task, store_path
@@ -303,7 +322,7 @@ def fit_stage(request: StageRequest) -> StageOutcome:
         trained = train_stage(ctx, request, parts, run)
         run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=trained.backend, stage=request.stage,
                               **stage_tags(request), **placement()))
-        metrics = evaluate_field(ctx, trained, parts.scene, run) if request.evaluate else {}
+        metrics = evaluate_field(ctx, trained, parts.scene, run, request.eval_groups) if request.evaluate else {}
     finally:
         run.stop_system_metrics()
     return StageOutcome(request.stage, metrics, str(trained.checkpoint_dir / "last.pt"), trained.backend,
@@ -318,8 +337,10 @@ def stage_tags(request: StageRequest) -> dict[str, str]:
             "teacher_checkpoint": request.teacher.checkpoint}
 
 
-def evaluate_field(ctx: RunContext, trained: TrainedField, scene: Scene, run: Run) -> dict[str, float]:
-    """Score a trained field on the evaluation split and log renders, mesh and checkpoint."""
+def evaluate_field(ctx: RunContext, trained: TrainedField, scene: Scene, run: Run,
+                   groups: dict[str, list[int]] | None = None) -> dict[str, float]:
+    """Score a trained field on the evaluation split and log renders, mesh and checkpoint;
+    ``groups`` also averages the scores over named subsets of the split's views."""
     ecfg = ctx.cfg["eval"]
     split = scene.split(ecfg["split"])
     views = range(min(len(split), ecfg["max_views"] or len(split)))
@@ -329,9 +350,11 @@ def evaluate_field(ctx: RunContext, trained: TrainedField, scene: Scene, run: Ru
     scores = evaluate_views(trained.renderer, trained.field, split, views, ctx.device, lpips=lpips,
                             keep_images=int(ecfg["log_images"]))
     metrics = dict(scores.metrics)
+    for name, group in (groups or {}).items():
+        metrics.update(scores.over(group, f"{name}/{ecfg['split']}"))
     for i, panel in enumerate(scores.images):
         run.log_image(panel, f"renders/{ecfg['split']}_{i:03d}.png")
-    run.log_text("\n".join(f"{i}\t{p:.3f}" for i, p in enumerate(scores.per_view_psnr)),
+    run.log_text("\n".join(f"{i}\t{p:.3f}" for i, p in zip(scores.views, scores.per_view_psnr)),
                  f"renders/{ecfg['split']}_psnr_per_view.tsv")
     if ecfg["mesh"]:
         metrics.update(evaluate_mesh(trained, scene, run, ecfg))

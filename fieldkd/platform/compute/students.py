@@ -66,7 +66,7 @@ def write_shards(request: StageRequest) -> str | None:
     cfg = request.cfg
     if request.task == "photometric":
         scene = load_scene_from_config(cfg["scene"])
-        return str(write_ray_shards(scene.split(request.split), request.checkpoint_dir / "rays", seed=cfg["seed"]))
+        return str(write_ray_shards(request.training_split(scene), request.checkpoint_dir / "rays", seed=cfg["seed"]))
     if request.task == "distill" and cfg["distill"]["source"] == "store":
         from ..distill.stage import ensure_store, store_path
 
@@ -241,7 +241,7 @@ def train_worker(config: dict) -> None:
         run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=backend, stage=request.stage,
                               workers=world, **stage_tags(request)))
         trained = TrainedField(field, renderer, result, backend, request.checkpoint_dir)
-        metrics = evaluate_field(ctx, trained, scene, run) if request.evaluate else {}
+        metrics = evaluate_field(ctx, trained, scene, run, request.eval_groups) if request.evaluate else {}
         write_outcome(StageOutcome(request.stage, metrics, str(request.checkpoint_dir / "last.pt"), backend,
                                    result.steps, result.seconds), request)
         run.stop_system_metrics()

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import torch
 
-from ..scenes.cameras import Cameras
+from ..scenes.cameras import Cameras, visible
 from .samples import DistillBatch
 
 
@@ -38,22 +38,11 @@ class Filter(Protocol):
 
 def in_frustum(points: torch.Tensor, cameras: Cameras, near: float = 0.0, chunk: int = 16) -> torch.Tensor:
     """(N,) True where a point projects inside the image of at least one camera,
-    in front of it (camera depth > ``near``). OpenGL cameras look down -z."""
+    in front of it (camera depth > ``near``)."""
     points = points.reshape(-1, 3).float()
     inside = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
-    c2w = cameras.c2w.to(points.device).float()
-    intrinsics = [t.to(points.device).float() for t in (cameras.fx, cameras.fy, cameras.cx, cameras.cy)]
     for start in range(0, len(cameras), chunk):
-        rot = c2w[start:start + chunk, :3, :3]  # (C, 3, 3)
-        centre = c2w[start:start + chunk, :3, 3]
-        local = torch.einsum("cji,cnj->cni", rot, points[None] - centre[:, None])  # R^T (x - c)
-        depth = -local[..., 2]
-        safe = depth.clamp(min=1e-9)
-        fx, fy, cx, cy = (t[start:start + chunk, None] for t in intrinsics)
-        px = fx * local[..., 0] / safe + cx
-        py = -fy * local[..., 1] / safe + cy
-        seen = (depth > near) & (px >= 0) & (px < cameras.width) & (py >= 0) & (py < cameras.height)
-        inside |= seen.any(dim=0)
+        inside |= visible(points, cameras[torch.arange(start, min(start + chunk, len(cameras)))], near).any(dim=0)
     return inside
 
 

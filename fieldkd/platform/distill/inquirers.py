@@ -35,6 +35,7 @@ class Inquiry:
     colours: torch.Tensor | None = None  # (R, 3) ground truth where the rays come from real images
     pose_index: torch.Tensor | None = None  # (R,) which of this draw's poses each ray came from
     poses: torch.Tensor | None = None  # (P, 4, 4) the poses drawn (OpenGL camera-to-world)
+    views: torch.Tensor | None = None  # (R,) the training view each ray comes from (real images only)
 
 
 @dataclass
@@ -232,8 +233,8 @@ class TrainingRayInquirer(_Seeded):
         self.with_colours = with_colours
 
     def sample(self, n: int) -> Inquiry:
-        rays, colours = self.pixels.sample(int(n))
-        return Inquiry(rays, colours if self.with_colours else None, None, None)
+        rays, colours, views = self.pixels.draw(int(n))
+        return Inquiry(rays, colours if self.with_colours else None, None, None, views)
 
 
 class BoxPointInquirer(_Seeded):

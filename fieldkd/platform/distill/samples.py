@@ -170,7 +170,8 @@ class OnTheFlySource:
         rays = inquiry.rays.to(self.device)
         t_near, t_far, t_starts, t_ends, t_points, positions, live = self.layout.place(rays, self.generator)
         dirs = rays.directions[:, None, :].expand_as(positions)[live]
-        out = (self.teacher.query(positions[live], dirs) if live.any()
+        views = inquiry.views.to(self.device)[:, None].expand_as(live)[live] if inquiry.views is not None else None
+        out = (self.teacher.query(positions[live], dirs, views) if live.any()
                else empty_output(self.teacher.field, positions.device))
         samples = TeacherSamples(out.raw_density.float(), out.density.float(), out.rgb.float(),
                                  out.feature.float() if out.feature is not None else None)

@@ -71,8 +71,10 @@ class Teacher:
         return self.field
 
     @torch.no_grad()
-    def query(self, points: torch.Tensor, directions: torch.Tensor) -> FieldOutput:
-        """Feature (or None), raw density, density and colour at points (N, 3) seen along directions (N, 3)."""
+    def query(self, points: torch.Tensor, directions: torch.Tensor, views: torch.Tensor | None = None) -> FieldOutput:
+        """Feature (or None), raw density, density and colour at points (N, 3) seen along directions (N, 3).
+        ``views`` (the training view of each point) matters only to teachers that split the
+        views among experts; one teacher answers for all."""
         return self._frozen()(points, directions)
 
     @torch.no_grad()

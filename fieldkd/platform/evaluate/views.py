@@ -16,6 +16,17 @@ class ViewScores:
     metrics: dict[str, float]  # test/psnr, test/ssim, [test/lpips], [depth/abs_rel]
     per_view_psnr: list[float]
     images: list[np.ndarray] = field(default_factory=list)  # prediction | ground truth panels
+    views: list[int] = field(default_factory=list)  # the split's view index of each score
+    per_view: dict[str, list[float]] = field(default_factory=dict)  # psnr, ssim[, lpips] per view
+
+    def over(self, views, prefix: str) -> dict[str, float]:
+        """The image metrics averaged over some of the scored views (split indices;
+        views that were not scored are ignored); empty when none was scored."""
+        wanted = {int(v) for v in views}
+        rows = [i for i, v in enumerate(self.views) if v in wanted]
+        if not rows:
+            return {}
+        return {f"{prefix}/{name}": float(np.mean([values[i] for i in rows])) for name, values in self.per_view.items()}
 
 
 def evaluate_views(renderer, model, split, views=None, device=None, lpips=None,
@@ -25,7 +36,7 @@ def evaluate_views(renderer, model, split, views=None, device=None, lpips=None,
     Depth is scored where the split carries ground-truth depth; only pixels
     that the ground truth marks as surface count.
     """
-    views = range(len(split)) if views is None else views
+    views = [int(i) for i in (range(len(split)) if views is None else views)]
     psnrs, ssims, lpipses, depth_errors, panels = [], [], [], [], []
     for i in views:
         out = renderer.render_image(model, split.cameras, int(i), device=device)
@@ -44,4 +55,5 @@ def evaluate_views(renderer, model, split, views=None, device=None, lpips=None,
         metrics[f"{prefix}/lpips"] = float(np.mean(lpipses))
     if depth_errors:
         metrics["depth/abs_rel"] = float(np.mean(depth_errors))
-    return ViewScores(metrics, psnrs, panels)
+    per_view = {"psnr": psnrs, "ssim": ssims, **({"lpips": lpipses} if lpipses else {})}
+    return ViewScores(metrics, psnrs, panels, views, per_view)

@@ -90,6 +90,26 @@ class Cameras:
         return self.rays_at(idx, xs.reshape(-1), ys.reshape(-1))
 
 
+def project(points: torch.Tensor, cameras: "Cameras") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel coordinates px, py and camera z-depth of points (N, 3) in every camera: (C, N) each.
+    OpenGL cameras look down -z; pixel centres are at integer + 0.5."""
+    points = points.reshape(-1, 3).float()
+    c2w = cameras.c2w.to(points.device).float()
+    rot, centre = c2w[:, :3, :3], c2w[:, :3, 3]
+    local = torch.einsum("cji,cnj->cni", rot, points[None] - centre[:, None])  # R^T (x - c)
+    depth = -local[..., 2]
+    safe = depth.clamp(min=1e-9)
+    fx, fy, cx, cy = (t.to(points.device).float()[:, None] for t in (cameras.fx, cameras.fy, cameras.cx, cameras.cy))
+    return fx * local[..., 0] / safe + cx, -fy * local[..., 1] / safe + cy, depth
+
+
+def visible(points: torch.Tensor, cameras: "Cameras", near: float = 0.0) -> torch.Tensor:
+    """(C, N) True where point n projects inside camera c's image, in front of it
+    (camera depth > ``near``). No occlusion test: what the frustum could see."""
+    px, py, depth = project(points, cameras)
+    return (depth > near) & (px >= 0) & (px < cameras.width) & (py >= 0) & (py < cameras.height)
+
+
 def rays_through_pixels(c2w, fx, fy, cx, cy, px, py) -> Rays:
     """Pure ray generation for the OpenGL convention (camera looks down -z)."""
     x = (px + 0.5 - cx) / fx

@@ -24,6 +24,17 @@ class SceneSplit:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def subset(self, views) -> "SceneSplit":
+        """The split restricted to ``views`` (indices into it), in that order."""
+        index = torch.as_tensor(list(views), dtype=torch.long)
+        if index.numel() == 0:
+            raise ValueError("a split needs at least one view")
+        if int(index.min()) < 0 or int(index.max()) >= len(self):
+            raise ValueError(f"view indices must lie in [0, {len(self)}), got {index.tolist()}")
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return SceneSplit(self.images[index], self.cameras[index], [self.frame_paths[i] for i in index.tolist()],
+                          pick(self.alphas), pick(self.depths), pick(self.normals))
+
 
 @dataclass
 class Scene:

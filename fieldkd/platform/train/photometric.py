@@ -29,12 +29,17 @@ class PixelSampler:
         self.colors = split.images.reshape(-1, 3).to(device)
 
     def sample(self, n_rays: int):
+        rays, colours, _ = self.draw(n_rays)
+        return rays, colours
+
+    def draw(self, n_rays: int):
+        """Random rays, their pixels' colours and the index of the view each came from."""
         n, h, w = self.shape
         flat = torch.randint(0, n * h * w, (n_rays,), generator=self.generator)
         cam, rest = flat // (h * w), flat % (h * w)
         py, px = (rest // w).float(), (rest % w).float()
         rays = self.split.cameras.rays_at(cam, px, py).to(self.device)
-        return rays, self.colors[flat.to(self.device)]
+        return rays, self.colors[flat.to(self.device)], cam.to(self.device)
 
 
 class PhotometricTask:
