@@ -2,7 +2,7 @@
 
     python benchmarks/dac.py [--experts 4] [--expert-seconds 60] [--distill-seconds 60] [--finetune-seconds 60]
         [--scenes default,heldout] [--parallel-experts 2] [--parallel-steps 600]
-        [--workdir /tmp/fieldkd-bench/dac]
+        [--workdir /tmp/fieldkd-bench/dac] [--name dac]
 
 1. Quality, on each scene (`default`: the bundled scene; other names: generated
    object scenes, 80x80 with 60 training and 20 test views, as in heldout.py):
@@ -19,7 +19,7 @@
    i.e. what running them one after another *on one core each* would take.
 
 Finished runs are kept in WORKDIR/dac.progress.json, so re-running resumes.
-Writes results/dac.{json,md,png} and logs them to an MLflow run `benchmark-dac`
+Writes results/NAME.{json,md,png} and logs them to an MLflow run `benchmark-NAME`
 in WORKDIR/mlflow.db.
 """
 
@@ -156,7 +156,9 @@ def main() -> None:
     parser.add_argument("--parallel-experts", type=int, default=2)
     parser.add_argument("--parallel-steps", type=int, default=600, help="0: skip the expert-phase timing")
     parser.add_argument("--workdir", default="/tmp/fieldkd-bench/dac")
+    parser.add_argument("--name", default=NAME, help="results/NAME.{json,md,png}, for another budget's report")
     args = parser.parse_args()
+    name = args.name
 
     work = Work(args.workdir, NAME)
     budget = f"K{args.experts}/{args.expert_seconds:g}+{args.distill_seconds:g}+{args.finetune_seconds:g}s"
@@ -168,14 +170,14 @@ def main() -> None:
             key = f"experts/{mode}/K{args.parallel_experts}/{args.parallel_steps}steps"
             phase[mode] = work.cached(key, lambda mode=mode: expert_phase(work, mode == "concurrent", args))
     payload, table = report(results, phase, args)
-    write_results(NAME, payload, table)
-    figure = plot(results, RESULTS / f"{NAME}.png")
+    write_results(name, payload, table)
+    figure = plot(results, RESULTS / f"{name}.png")
     metrics = {f"{scene}/gain_db": r["metrics"]["test/psnr"] - r["metrics"]["baseline/test/psnr"]
                for scene, r in results.items()}
     if "parallel" in payload:
         metrics["parallel_ratio"] = payload["parallel"]["ratio"]
-    log_benchmark_run(work, NAME, {"experts": args.experts, "scenes": args.scenes}, {"workdir": "WORKDIR"}, metrics,
-                      lambda _: [RESULTS / f"{NAME}.json", RESULTS / f"{NAME}.md", figure])
+    log_benchmark_run(work, name, {"experts": args.experts, "scenes": args.scenes}, {"workdir": "WORKDIR"}, metrics,
+                      lambda _: [RESULTS / f"{name}.json", RESULTS / f"{name}.md", figure])
 
 
 if __name__ == "__main__":
