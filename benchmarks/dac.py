@@ -98,7 +98,8 @@ def plot(results: dict, path: Path) -> Path:
     for axis, scene in zip(axes[0], scenes):
         for name in CURVES:
             values = results[scene]["per_view"][name]
-            axis.plot(range(len(values)), values, marker="o", ms=3, label=f"{labels[name]}: {sum(values) / len(values):.2f} dB")
+            mean = sum(values) / len(values)
+            axis.plot(range(len(values)), values, marker="o", ms=3, label=f"{labels[name]}: {mean:.2f} dB")
         axis.set_title(f"{scene} scene: test PSNR per view")
         axis.set_xlabel("test view")
         axis.set_ylabel("PSNR (dB)")
@@ -134,7 +135,8 @@ def report(results: dict, phase: dict, args) -> tuple[dict, str]:
         one_core = sum(conc["expert_train_seconds"])
         payload["parallel"] = {**phase, "ratio": ratio, "target": TARGET_RATIO,
                                "ratio_vs_one_core_each": conc["phase_seconds"] / one_core}
-        lines += [f"Expert phase, K={args.parallel_experts} experts x {args.parallel_steps} steps (`time/experts`):", "",
+        lines += [f"Expert phase, K={args.parallel_experts} experts x {args.parallel_steps} steps "
+                  "(`time/experts`):", "",
                   markdown_table(["experts", "phase wall (s)", "experts' own train seconds"],
                                  [["concurrent (1 CPU each)", conc["phase_seconds"],
                                    " + ".join(f"{s:.1f}" for s in conc["expert_train_seconds"])],

@@ -90,7 +90,8 @@ def run(ctx: RunContext) -> dict[str, float]:
     with timed(times, "student"):
         tuned = run_stages(ctx, [request], distributed=True)["student"]
 
-    metrics = {**tuned.metrics, **prefixed(tuned.metrics, "student"), **prefixed(distilled.metrics, "student_distilled")}
+    metrics = {**tuned.metrics, **prefixed(tuned.metrics, "student"),
+               **prefixed(distilled.metrics, "student_distilled")}
     for name, outcome in trained.items():
         metrics.update(prefixed(outcome.metrics, name))
     if dac["with_baseline"]:
