@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..scenes.cameras import Cameras, Rays, rays_through_pixels
+from ..scenes.cameras import Cameras, Rays, camera_up, rays_through_pixels
 from ..scenes.scene import SceneSplit
 from ..train.photometric import PixelSampler
 
@@ -103,13 +103,6 @@ def rotation_about(axes: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(-1, 3, 3)
     s, c = torch.sin(angles)[:, None, None], torch.cos(angles)[:, None, None]
     return torch.eye(3).expand_as(k) + s * k + (1.0 - c) * (k @ k)
-
-
-def camera_up(cameras: Cameras) -> torch.Tensor:
-    """The mean up axis of the cameras (their +y), a good guess of the world's up
-    for captures where people hold cameras upright; z when it is ambiguous."""
-    mean = cameras.c2w[:, :3, 1].float().mean(0)
-    return _unit(mean) if mean.norm() > 0.3 else torch.tensor([0.0, 0.0, 1.0])
 
 
 def elevations(centres: torch.Tensor, centre: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

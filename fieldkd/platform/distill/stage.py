@@ -21,7 +21,7 @@ import torch
 
 from ..errors import InputError
 from ..render.renderer import Renderer
-from ..scenes.cameras import Cameras
+from ..scenes.cameras import surrounds
 from ..scenes.scene import Scene
 from ..train.photometric import PixelSampler
 from .filters import FrustumFilter
@@ -48,18 +48,6 @@ class TeacherRef:
             raise InputError(self.checkpoint, "teacher checkpoint not found")
         return load_teacher(self.checkpoint, self.field, scene.aabb, near=scene.near, far=scene.far,
                             background=scene.background, render_cfg=cfg["render"], device=device)
-
-
-def surrounds(cameras: Cameras, centre: torch.Tensor, spread: float = 0.8) -> bool:
-    """True when the cameras look at ``centre`` from all around (an object scene).
-
-    The directions from the centre to the cameras nearly cancel out when they
-    surround it, and nearly agree in a forward-facing capture: compare the
-    length of their mean with ``spread``.
-    """
-    offsets = cameras.centers.float() - centre.float()
-    units = offsets / offsets.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    return bool(units.mean(0).norm() < spread)
 
 
 def make_inquirer(kind: str, scene: Scene, seed: int):

@@ -103,11 +103,35 @@ def project(points: torch.Tensor, cameras: "Cameras") -> tuple[torch.Tensor, tor
     return fx * local[..., 0] / safe + cx, -fy * local[..., 1] / safe + cy, depth
 
 
+def in_image(px: torch.Tensor, py: torch.Tensor, depth: torch.Tensor, cameras: "Cameras",
+             near: float = 0.0) -> torch.Tensor:
+    """Where projected points (see :func:`project`) land inside the image, in front of the camera."""
+    return (depth > near) & (px >= 0) & (px < cameras.width) & (py >= 0) & (py < cameras.height)
+
+
 def visible(points: torch.Tensor, cameras: "Cameras", near: float = 0.0) -> torch.Tensor:
     """(C, N) True where point n projects inside camera c's image, in front of it
     (camera depth > ``near``). No occlusion test: what the frustum could see."""
-    px, py, depth = project(points, cameras)
-    return (depth > near) & (px >= 0) & (px < cameras.width) & (py >= 0) & (py < cameras.height)
+    return in_image(*project(points, cameras), cameras, near)
+
+
+def camera_up(cameras: Cameras) -> torch.Tensor:
+    """The mean up axis of the cameras (their +y), a good guess of the world's up
+    for captures where people hold cameras upright; z when it is ambiguous."""
+    mean = cameras.c2w[:, :3, 1].float().mean(0)
+    return mean / mean.norm() if mean.norm() > 0.3 else torch.tensor([0.0, 0.0, 1.0])
+
+
+def surrounds(cameras: Cameras, centre: torch.Tensor, spread: float = 0.8) -> bool:
+    """True when the cameras look at ``centre`` from all around (an object scene).
+
+    The directions from the centre to the cameras nearly cancel out when they
+    surround it, and nearly agree in a forward-facing capture: compare the
+    length of their mean with ``spread``.
+    """
+    offsets = cameras.centers.float() - centre.float()
+    units = offsets / offsets.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    return bool(units.mean(0).norm() < spread)
 
 
 def rays_through_pixels(c2w, fx, fy, cx, cy, px, py) -> Rays:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .cameras import Cameras, project
+from .cameras import Cameras, camera_up, in_image, project, surrounds
 from .scene import SceneSplit
 
 METHODS = ("auto", "azimuth", "louvain")
@@ -64,10 +64,10 @@ class ViewPartition:
 
     def table(self, frame_paths: list[str]) -> str:
         """TSV: view index, frame, its own expert, every expert that trains on it."""
-        members = [[k for k, group in enumerate(self.groups) if i in set(group)] for i in range(len(self.owner))]
+        groups = [set(group) for group in self.groups]
         rows = ["view\tframe\texpert\tgroups"]
-        rows += [f"{i}\t{frame_paths[i] if i < len(frame_paths) else ''}\t{int(self.owner[i])}\t"
-                 f"{','.join(map(str, members[i]))}" for i in range(len(self.owner))]
+        rows += [f"{i}\t{frame_paths[i]}\t{int(owner)}\t{','.join(str(k) for k, g in enumerate(groups) if i in g)}"
+                 for i, owner in enumerate(self.owner)]
         return "\n".join(rows) + "\n"
 
 
@@ -131,7 +131,7 @@ def depth_points(split: SceneSplit, n: int, generator: torch.Generator) -> torch
     depth = split.depths.reshape(-1)[flat]
     flat, depth = flat[depth > 0][:n], depth[depth > 0][:n]
     cam, rest = flat // (h * w), flat % (h * w)
-    rays = split.cameras.rays_at(cam, (rest % w).float() + 0.5, (rest // w).float() + 0.5)
+    rays = split.cameras.rays_at(cam, (rest % w).float(), (rest // w).float())  # rays_at adds the half pixel
     return rays.origins + rays.directions * (depth / rays.z_scale)[:, None]
 
 
@@ -141,7 +141,7 @@ def view_visibility(split: SceneSplit, points: torch.Tensor, occlusion: bool, to
     ``tolerance`` of the depth)."""
     cameras = split.cameras
     px, py, z = project(points, cameras)
-    seen = (z > 0) & (px >= 0) & (px < cameras.width) & (py >= 0) & (py < cameras.height)
+    seen = in_image(px, py, z, cameras)
     if occlusion:
         col = px.clamp(0, cameras.width - 1).long()
         row = py.clamp(0, cameras.height - 1).long()
@@ -174,15 +174,12 @@ def louvain_groups(similarity: np.ndarray, k: int, seed: int) -> list[set[int]]:
 
 
 def split_views(split: SceneSplit, aabb: torch.Tensor, k: int, *, method: str = "auto", graph: str = "auto",
-                overlap: float = 0.0, points: int = 4096, seed: int = 0, up=None) -> ViewPartition:
+                overlap: float = 0.0, points: int = 4096, seed: int = 0) -> ViewPartition:
     """Partition the views of ``split`` into ``k`` groups (see the module docstring).
 
     ``method=auto`` splits by azimuth when the cameras surround the scene centre,
     else by Louvain; ``graph=auto`` uses covisibility where the split has depth maps.
     """
-    from ..distill.inquirers import camera_up
-    from ..distill.stage import surrounds
-
     if method not in METHODS:
         raise ValueError(f"unknown partition method {method!r}; one of {', '.join(METHODS)}")
     if graph not in GRAPHS:
