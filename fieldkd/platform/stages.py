@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -30,6 +31,7 @@ from .scenes.scene import Scene, SceneSplit
 from .tracking import Run, flatten
 from .train.loop import MetricsLogger, Trainer, TrainerConfig, TrainResult
 from .train.photometric import PhotometricTask
+from .train.supervision import Supervision
 
 
 @dataclass
@@ -99,12 +101,16 @@ class StageRequest:
     evaluate: bool = True
     system_metrics: bool = False  # sample this process's machine into the run (a child run of its own)
     task: str = "photometric"  # photometric: fit the split's images | distill: learn from ``teacher`` |
-    #                            evaluate: only score the trained field ``teacher``
+    #                            evaluate: only score the trained field ``teacher`` | incremental: fit
+    #                            ``views`` while ``teacher`` recalls ``teacher_views`` (distill/incremental.py)
     teacher: TeacherRef | None = None  # or any reference with .load(scene, cfg, device), .field, .checkpoint
     views: list[int] | None = None  # the views of ``split`` to learn from; None: all
     init: str | None = None  # a Trainer checkpoint whose field (and occupancy grid) the stage starts from
     eval_groups: dict[str, list[int]] | None = None  # also score these views of the evaluation split,
     #                                                  as metrics "<name>/test/psnr", ...
+    teacher_views: list[int] | None = None  # incremental: the views of ``split`` the teacher has seen, in
+    #                                         trajectory order (its poses are interpolated between them)
+    report: bool = False  # also send the final metrics to any active reporting_to sink (a Tune trial)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -185,7 +191,7 @@ def periodic_validation(cfg: dict, scene: Scene, renderer: Renderer, field: torc
     return lambda step: evaluate_views(renderer, field, val, views, device, prefix="val").metrics
 
 
-TASKS = ("photometric", "distill", "evaluate")
+TASKS = ("photometric", "distill", "evaluate", "incremental")
 
 
 @dataclass
@@ -215,6 +221,8 @@ def build_parts(request: StageRequest, device: torch.device) -> StageParts:
     if request.init is not None:
         start_from(request.init, field, renderer)
     teacher = None
+    if request.task == "incremental":
+        teacher = request.teacher.load(scene, cfg, device)
     if request.task == "distill":
         from .distill.samples import occupancy_from_teacher
 
@@ -251,7 +259,12 @@ def make_task(request: StageRequest, parts: StageParts, device: torch.device, *,
 
         rays = ShardRays(batches, batch_rays, device) if batches is not None else request.training_split(parts.scene)
         return PhotometricTask(parts.field, parts.renderer, rays, batch_rays, device, evaluate=evaluate,
-                               forward=forward)
+                               forward=forward, supervision=supervision_of(cfg))
+    if request.task == "incremental":
+        from .distill.incremental import incremental_task
+
+        return incremental_task(request, parts, device, batch_rays, supervision_of(cfg), rank=rank,
+                                evaluate=evaluate, forward=forward)
     from .distill.stage import batch_source, distill_task, store_path
 
     source = batch_source(cfg, parts.scene, parts.teacher, parts.renderer, store_path(request.checkpoint_dir), device,
@@ -259,6 +272,13 @@ def make_task(request: StageRequest, parts: StageParts, device: torch.device, *,
     stage_cfg = {**cfg, "trainer": {**cfg["trainer"], "batch_rays": batch_rays}}
     return distill_task(stage_cfg, parts.scene, parts.field, parts.renderer, parts.teacher, source, device,
                         evaluate=evaluate, forward=forward)
+
+
+def supervision_of(cfg: dict) -> Supervision:
+    try:
+        return Supervision.from_dict(cfg.get("supervision"))
+    except ValueError as exc:
+        raise InputError("supervision", str(exc)) from exc
 
 
 def train_stage(ctx: RunContext, request: StageRequest, parts: StageParts, run: Run) -> TrainedField:
@@ -295,6 +315,12 @@ def reporting_to(sink: MetricsLogger):
         _REPORT_SINKS.remove(sink)
 
 
+def report(metrics: dict, step: int) -> None:
+    """Send metrics to the sinks of any active :func:`reporting_to` only."""
+    for sink in list(_REPORT_SINKS):
+        sink(metrics, step)
+
+
 def also(log: MetricsLogger) -> MetricsLogger:
     """Log to MLflow and to the sinks of any active :func:`reporting_to`."""
     sinks = list(_REPORT_SINKS)
@@ -323,6 +349,8 @@ def fit_stage(request: StageRequest) -> StageOutcome:
         run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=trained.backend, stage=request.stage,
                               **stage_tags(request), **placement()))
         metrics = evaluate_field(ctx, trained, parts.scene, run, request.eval_groups) if request.evaluate else {}
+        if request.report and metrics:
+            report(metrics, trained.result.steps)
     finally:
         run.stop_system_metrics()
     return StageOutcome(request.stage, metrics, str(trained.checkpoint_dir / "last.pt"), trained.backend,
@@ -370,13 +398,18 @@ def evaluate_mesh(trained: TrainedField, scene: Scene, run: Run, ecfg: dict) -> 
     from .scenes.ply import write_ply
 
     field = trained.field
-    level = float(ecfg.get("mesh_level", 10.0))
+    # A field with a surface of its own (an SDF's zero level) says where it is; else a density level.
+    surface, level = field.surface() if hasattr(field, "surface") else (field.density, float(ecfg["mesh_level"]))
     try:
-        verts, faces = extract_mesh(field.density, scene.aabb, resolution=int(ecfg["mesh_resolution"]),
+        verts, faces = extract_mesh(surface, scene.aabb, resolution=int(ecfg["mesh_resolution"]),
                                     level=level, device=next(field.parameters()).device)
     except ValueError as exc:
         run.set_tags({"fieldkd.mesh": f"skipped: {exc}"})
         return {}
+    world = scene.extras.get("world_from_scene")
+    if world is not None:  # the ground truth and the F-score threshold are in world units
+        world = np.asarray(world, dtype=np.float64)
+        verts = (verts @ world[:3, :3].T + world[:3, 3]).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mesh.ply"
         write_ply(path, verts, faces)
@@ -409,6 +442,26 @@ def run_stages(ctx: RunContext, requests: list[StageRequest], distributed: bool 
     num_cpus, num_gpus = training_resources(compute, len(requests))
     trainings = [Training(r.stage, fit_stage, {"request": r}, num_cpus, num_gpus) for r in requests]
     with finishing(ctx, requests):
+        outcomes = run_trainings(trainings, max_restarts=int(compute["max_restarts"]))
+    return {name: outcome.result for name, outcome in outcomes.items()}
+
+
+def fit_sequence(requests: list[StageRequest]) -> list[StageOutcome]:
+    """Stages one after another in this process: a stream whose stages start from
+    (and learn from) the checkpoints of the ones before."""
+    return [fit_stage(r) for r in requests]
+
+
+def run_streams(ctx: RunContext, streams: dict[str, list[StageRequest]]) -> dict[str, list[StageOutcome]]:
+    """Several streams at once on the actor pool, each a sequence of stages in one actor."""
+    from .compute.pool import Training, run_trainings
+    from .compute.resources import training_resources
+
+    compute = ctx.cfg["compute"]
+    num_cpus, num_gpus = training_resources(compute, len(streams))
+    trainings = [Training(name, fit_sequence, {"requests": requests}, num_cpus, num_gpus)
+                 for name, requests in streams.items()]
+    with finishing(ctx, [r for requests in streams.values() for r in requests]):
         outcomes = run_trainings(trainings, max_restarts=int(compute["max_restarts"]))
     return {name: outcome.result for name, outcome in outcomes.items()}
 

@@ -9,7 +9,9 @@ statistics as ``distill/filter/<name>/<stat>``. Filters run when a batch is
 trained on, not when it is stored, so a stored batch serves any filter.
 
 Here: the frustum mask (keep what lies inside at least one training camera's
-view). UNIKD's uncertainty filter plugs into the same slot.
+view), and the uncertainty filter, which judges rendered rays (a dict with
+the teacher's per-ray ``uncertainty``) rather than samples: it keeps a whole
+pose or single rays whose rendered uncertainty is below a threshold.
 """
 
 from __future__ import annotations
@@ -87,3 +89,29 @@ def combine(batch: DistillBatch, filters) -> tuple[torch.Tensor, torch.Tensor, d
     ray_of_sample = torch.arange(len(batch), device=batch.live.device)[:, None].expand_as(batch.live)[batch.live]
     sample_keep &= ray_keep[ray_of_sample]
     return ray_keep, sample_keep, stats
+
+
+class UncertaintyFilter:
+    """Keep what the teacher is sure of: a pose whose mean rendered uncertainty is
+    below ``threshold`` (``level="pose"``: all its rays or none), or each ray whose
+    own is (``level="ray"``)."""
+
+    name = "uncertainty"
+    LEVELS = ("pose", "ray")
+
+    def __init__(self, threshold: float, level: str = "pose"):
+        if level not in self.LEVELS:
+            raise ValueError(f"uncertainty filter level must be one of {self.LEVELS}, got {level!r}")
+        self.threshold, self.level = float(threshold), level
+
+    def __call__(self, rendered: dict) -> FilterResult:
+        if "uncertainty" not in rendered:
+            raise ValueError("the uncertainty filter needs a teacher with an uncertainty head (field.uncertainty=true)")
+        beta = rendered["uncertainty"].reshape(-1)
+        mean = float(beta.mean()) if beta.numel() else 0.0
+        if self.level == "pose":
+            keep = torch.full_like(beta, mean < self.threshold, dtype=torch.bool)
+        else:
+            keep = beta < self.threshold
+        accepted = float(keep.float().mean()) if keep.numel() else 0.0
+        return FilterResult(ray_keep=keep, stats={"mean_uncertainty": mean, "ray_acceptance": accepted})

@@ -6,6 +6,9 @@
 - :class:`CameraBoxInquirer`: random camera centres in the box spanned by the
   training cameras (forward-facing scenes), each oriented like one of its
   nearest training cameras, jittered.
+- :class:`TrajectoryInquirer`: random poses on a past camera trajectory (UNIKD's
+  random inquirer): a uniform position along the frames, the rotation slerped
+  and the position interpolated between the two neighbouring frames.
 - :class:`TrainingRayInquirer`: random pixels of the training images, with or
   without their colours.
 - :class:`BoxPointInquirer`: random 3D points in the scene box with random
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ..scenes.cameras import Cameras, Rays, camera_up, rays_through_pixels
+from ..scenes.poses import along_trajectory
 from ..scenes.scene import SceneSplit
 from ..train.photometric import PixelSampler
 
@@ -214,6 +218,19 @@ class CameraBoxInquirer(_PoseInquirer):
         c2w[:, :3, 3] = eyes
         c2w[:, 3, 3] = 1.0
         return c2w, cam
+
+
+class TrajectoryInquirer(_PoseInquirer):
+    """Poses between consecutive frames of a trajectory (``cameras`` in frame order):
+    u ~ U(0, 1) over the normalised frame index, then slerp / lerp between the two
+    neighbouring frames; intrinsics from the earlier one."""
+
+    def __init__(self, cameras: Cameras, *, rays_per_pose: int = 1, seed: int | None = 0,
+                 generator: torch.Generator | None = None, device="cpu"):
+        super().__init__(cameras, rays_per_pose, seed, generator, device)
+
+    def poses(self, n: int):
+        return along_trajectory(self.cameras.c2w.float(), self._rand(n))
 
 
 class TrainingRayInquirer(_Seeded):

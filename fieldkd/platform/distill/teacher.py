@@ -27,6 +27,7 @@ from ..train.checkpoint import load_checkpoint
 
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
 CONFIG_ARTIFACT = "config.yaml"
+RENDERED = ("rgb", "depth", "opacity", "normal", "uncertainty")  # what a teacher's rendered rays carry
 
 
 class Teacher:
@@ -88,12 +89,14 @@ class Teacher:
 
     @torch.no_grad()
     def render(self, rays: Rays, chunk: int | None = None) -> dict[str, torch.Tensor]:
-        """rgb (R, 3), depth (R,), opacity (R,) through the teacher's own renderer and grid."""
+        """rgb (R, 3), depth (R,), opacity (R,) through the teacher's own renderer and grid,
+        and normal (R, 3) / uncertainty (R,) where the field has them."""
         renderer = self._renderer()
         chunk = chunk or renderer.cfg.chunk
         parts = [renderer.render_rays(self._frozen(), rays[i:i + chunk], train=False)
                  for i in range(0, len(rays), chunk)]
-        return {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "depth", "opacity")}
+        keys = [k for k in RENDERED if k in parts[0]]
+        return {k: torch.cat([p[k].detach() for p in parts]) for k in keys}
 
     @torch.no_grad()
     def render_image(self, cameras: Cameras, index: int) -> dict[str, torch.Tensor]:

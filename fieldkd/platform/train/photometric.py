@@ -10,6 +10,7 @@ from ..evaluate.image import mse_to_psnr
 from ..render.renderer import Renderer
 from ..scenes.cameras import Rays
 from ..scenes.scene import SceneSplit
+from .supervision import Supervision, Targets, supervised_loss
 
 
 class RaySource(Protocol):
@@ -27,23 +28,35 @@ class PixelSampler:
         n, h, w, _ = split.images.shape
         self.shape = (n, h, w)
         self.colors = split.images.reshape(-1, 3).to(device)
+        self.depths = split.depths.reshape(-1).to(device) if split.depths is not None else None
+        self.normals = split.normals.reshape(-1, 3).to(device) if split.normals is not None else None
 
     def sample(self, n_rays: int):
         rays, colours, _ = self.draw(n_rays)
         return rays, colours
 
-    def draw(self, n_rays: int):
-        """Random rays, their pixels' colours and the index of the view each came from."""
+    def _pixels(self, n_rays: int):
         n, h, w = self.shape
         flat = torch.randint(0, n * h * w, (n_rays,), generator=self.generator)
         cam, rest = flat // (h * w), flat % (h * w)
         py, px = (rest // w).float(), (rest % w).float()
-        rays = self.split.cameras.rays_at(cam, px, py).to(self.device)
-        return rays, self.colors[flat.to(self.device)], cam.to(self.device)
+        return flat.to(self.device), self.split.cameras.rays_at(cam, px, py).to(self.device), cam.to(self.device)
+
+    def draw(self, n_rays: int):
+        """Random rays, their pixels' colours and the index of the view each came from."""
+        flat, rays, cam = self._pixels(n_rays)
+        return rays, self.colors[flat], cam
+
+    def batch(self, n_rays: int) -> tuple[Rays, Targets]:
+        """Random rays with every target the split has (colour; depth and normals where given)."""
+        flat, rays, _ = self._pixels(n_rays)
+        pick = lambda values: None if values is None else values[flat]  # noqa: E731
+        return rays, Targets(self.colors[flat], pick(self.depths), pick(self.normals))
 
 
 class PhotometricTask:
-    """MSE between rendered and real pixels, plus the field's own regularisers.
+    """The rendered pixels against the real ones (colour, and the depth and normal
+    cues of ``supervision`` where the split has them), plus the field's own regularisers.
 
     ``train`` is a split (random pixels of its images) or any ray source with
     ``sample(n) -> (rays, colours)``, such as a Ray Data shard. ``forward`` is
@@ -53,8 +66,10 @@ class PhotometricTask:
 
     def __init__(self, field: torch.nn.Module, renderer: Renderer, train: "SceneSplit | RaySource",
                  batch_rays: int, device: torch.device,
-                 evaluate: Callable[[int], dict] | None = None, forward: torch.nn.Module | None = None):
+                 evaluate: Callable[[int], dict] | None = None, forward: torch.nn.Module | None = None,
+                 supervision: Supervision | None = None):
         self.field = field
+        self.supervision = supervision or Supervision()
         self.forward = forward or field
         self.renderer = renderer
         self.batch_rays = batch_rays
@@ -65,12 +80,26 @@ class PhotometricTask:
     def param_groups(self, lr: float) -> list[dict]:
         return self.field.param_groups(lr)
 
-    def training_step(self, step: int):
-        rays, target = self.pixels.sample(self.batch_rays)
+    def real_batch(self) -> tuple[Rays, Targets]:
+        if hasattr(self.pixels, "batch"):
+            return self.pixels.batch(self.batch_rays)
+        rays, colours = self.pixels.sample(self.batch_rays)  # e.g. a Ray Data shard: colours only
+        return rays, Targets(colours)
+
+    def fit(self, rays: Rays, targets: Targets, depth_mode: str | None = None):
+        """Render ``rays`` and compare them with ``targets``: (loss, metrics, samples)."""
         out = self.renderer.render_rays(self.forward, rays, train=True)
-        mse = torch.mean((out["rgb"].float() - target) ** 2)
-        loss = mse + self.field.regularization()
-        return loss, {"train/psnr": mse_to_psnr(mse.item())}, out["n_samples"]
+        loss, terms = supervised_loss(out, targets, self.supervision, depth_mode)
+        metrics = {f"train/{name}": float(value) for name, value in terms.items() if name != "rgb"}
+        if "rgb" in terms:
+            mse = float(terms["rgb"]) if self.supervision.rgb == "mse" else float(
+                ((out["rgb"].detach().float() - targets.rgb) ** 2).mean())
+            metrics["train/psnr"] = mse_to_psnr(mse)
+        return loss, metrics, out["n_samples"]
+
+    def training_step(self, step: int):
+        loss, metrics, n_samples = self.fit(*self.real_batch())
+        return loss + self.field.regularization(), metrics, n_samples
 
     def after_step(self, step: int) -> None:
         self.renderer.update_occupancy(self.field, step)
