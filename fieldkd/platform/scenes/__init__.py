@@ -3,12 +3,14 @@
 Public API
 ----------
 ``load_scene(fmt, path, background=(1, 1, 1), downscale=1, aabb=None, near=None, far=None) -> Scene``
-    Read a dataset; ``fmt`` is one of ``FORMATS`` ("blender", "nerfstudio").
+    Read a dataset; ``fmt`` is one of ``FORMATS`` ("blender", "nerfstudio", "monosdf").
     Bad input raises :class:`fieldkd.platform.errors.InputError`.
-``write_scene(spec_name, out_dir, fmt="blender", width=80, height=80, n_train=60, n_val=10,
-n_test=20, camera_angle_x=0.6911, seed=0) -> Path``
-    Render a procedural SDF scene ("default", "heldout", "sphere") with
-    depth, normals and a ground-truth ``mesh.ply``.
+``write_scene(spec_name, out_dir, fmt="blender", mesh_resolution=128, progress=True, **options) -> Path``
+    Render a procedural SDF scene with depth, normals and a ground-truth
+    ``mesh.ply``: object scenes ("default", "heldout", "sphere"; options width=80,
+    height=80, n_train=60, n_val=10, n_test=20, camera_angle_x=0.6911, seed=0) or
+    rooms seen along a camera path ("indoor", "indoor_b"; options width=64,
+    height=48, n_frames=100, test_every=8, camera_angle_x=70 degrees).
 ``default_scene_dir(name="default", fmt="blender") -> Path``
     The procedural scene, generated once into the cache directory.
 ``Scene``, ``SceneSplit``, ``Cameras``, ``Rays``

@@ -1,11 +1,23 @@
-"""Procedural datasets: render a named SDF scene from orbit cameras and write it to disk.
+"""Procedural datasets: render a named SDF scene and write it to disk.
 
 ``write_scene`` produces a dataset in any registered format plus ``mesh.ply``
-(marching cubes of the analytic SDF, the ground-truth surface).
+(marching cubes of the analytic SDF, the ground-truth surface). Two kinds of
+scenes:
+
+- object scenes (:mod:`specs`): seen from orbit cameras, in the scene box
+  [-BOUND, BOUND]^3; splits drawn from separate camera streams.
+- room scenes (:mod:`indoor`): an interior in world units seen along one camera
+  path (:mod:`trajectory`), numbered in path order; every ``test_every``-th
+  frame is held out. The in-memory scene is normalised by the room's
+  ``world_from_scene`` (kept in ``Scene.extras``). ``mesh.ply`` is in world
+  units for formats that record that transform (monosdf), in scene units
+  for the others.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +28,41 @@ from ..errors import InputError
 from . import sdf
 from .bounds import derive_bounds
 from .cameras import Cameras, intrinsics_from_fov
+from .indoor import ROOMS, Room
 from .orbits import object_cameras
 from .ply import write_ply
 from .registry import WRITERS, write_format
 from .scene import Scene, SceneSplit
+from .similarity import points_from_world, pose_from_world, similarity_parts
 from .specs import BOUND, SCENES
+from .trajectory import loop_poses
 from .tracer import one_thread, render_views
 
 GENERATOR_VERSION = 1  # bump when rendered output changes (invalidates caches)
 BLENDER_FOV = 0.6911112070083618  # camera_angle_x of the NeRF-synthetic scenes
 CAMERA_RADIUS = 4.0
 TRACE_BOUND = BOUND + 0.05  # rays and the mesh grid cover a bit more than the scene box
+ROOM_FOV = math.radians(70.0)  # horizontal field of view of the room cameras (a phone's, roughly)
+ROOM_MAX_STEPS = 4096  # every ray of a room hits: let grazing rays converge
+ROOM_MESH_PAD = 0.1  # world units the room's mesh grid reaches beyond the walls
+UNIT_BOX = [[-1.0] * 3, [1.0] * 3]  # the normalised scene box of room scenes
+WORLD_FORMATS = ("monosdf",)  # formats that record world_from_scene: their mesh.ply is in world units
+
+
+def _unknown(name: str) -> InputError:
+    return InputError(name, f"unknown procedural scene (known: {', '.join([*SCENES, *ROOMS])})")
 
 
 def scene_spec(name: str) -> sdf.SceneSpec:
     if name not in SCENES:
-        raise InputError(name, f"unknown procedural scene (known: {', '.join(SCENES)})")
+        raise _unknown(name)
     return SCENES[name]()
+
+
+def room_spec(name: str) -> Room:
+    if name not in ROOMS:
+        raise _unknown(name)
+    return ROOMS[name]()
 
 
 def orbit_cameras(n_train=60, n_val=10, n_test=20, width=80, height=80,
@@ -71,37 +101,109 @@ def render_scene(name: str = "default", width=80, height=80, n_train=60, n_val=1
 
 
 @torch.no_grad()
+def _mesh_on_grid(distance_fn, low, high, counts, chunk: int = 1 << 20):
+    """Marching cubes of the zero set of ``distance_fn`` on a regular grid from ``low`` to ``high``
+    with ``counts`` samples per axis. Returns (vertices (V, 3) float32, faces (F, 3) int32)."""
+    axes = [torch.linspace(lo, hi, n) for lo, hi, n in zip(low, high, counts)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    with one_thread():
+        values = torch.cat([distance_fn(p) for p in grid.split(chunk)])
+    volume = values.reshape(*counts).numpy()
+    spacing = tuple((hi - lo) / (n - 1) for lo, hi, n in zip(low, high, counts))
+    verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=spacing)
+    return (verts + np.asarray(low)).astype(np.float32), faces.astype(np.int32)
+
+
 def extract_mesh(spec: sdf.SceneSpec, resolution: int = 128, chunk: int = 1 << 20):
     """Marching cubes of the SDF zero set on a resolution^3 grid over the trace box.
 
     Returns (vertices (V, 3) float32 in world units, faces (F, 3) int32).
     """
-    axis = torch.linspace(-TRACE_BOUND, TRACE_BOUND, resolution)
-    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
-    with one_thread():
-        values = torch.cat([sdf.union_distance(spec, p) for p in grid.split(chunk)])
-    volume = values.reshape(resolution, resolution, resolution).numpy()
-    spacing = 2 * TRACE_BOUND / (resolution - 1)
-    verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(spacing,) * 3)
-    return (verts - TRACE_BOUND).astype(np.float32), faces.astype(np.int32)
+    return _mesh_on_grid(lambda p: sdf.union_distance(spec, p), (-TRACE_BOUND,) * 3, (TRACE_BOUND,) * 3,
+                         (resolution,) * 3, chunk)
 
 
-def write_scene(spec_name: str, out_dir, fmt: str = "blender", width: int = 80, height: int = 80,
-                n_train: int = 60, n_val: int = 10, n_test: int = 20,
-                camera_angle_x: float = BLENDER_FOV, seed: int = 0,
-                mesh_resolution: int = 128, progress: bool = True) -> Path:
+def room_mesh(room: Room, resolution: int = 128, chunk: int = 1 << 20):
+    """Marching cubes of a room's SDF, ``resolution`` samples along its longest side, in world units."""
+    low = np.asarray(room.low, dtype=np.float64) - ROOM_MESH_PAD
+    extent = np.asarray(room.high, dtype=np.float64) + ROOM_MESH_PAD - low
+    step = float(extent.max()) / (resolution - 1)
+    counts = [int(math.ceil(e / step - 1e-9)) + 1 for e in extent]
+    high = [lo + step * (n - 1) for lo, n in zip(low.tolist(), counts)]
+    return _mesh_on_grid(lambda p: sdf.union_distance(room.primitives, p), low.tolist(), high, counts, chunk)
+
+
+def room_splits(n_frames: int, test_every: int = 8) -> dict[str, list[int]]:
+    """Frame numbers per split in path order: every ``test_every``-th frame (from 0) is test,
+    every other test frame is also val, the rest train."""
+    if n_frames < 2 or test_every < 2:
+        raise InputError("room scene", f"need n_frames >= 2 and test_every >= 2, got {n_frames}, {test_every}")
+    test = list(range(0, n_frames, test_every))
+    held = set(test)
+    return {"train": [i for i in range(n_frames) if i not in held], "val": test[::2], "test": test}
+
+
+def render_room(name: str = "indoor", width: int = 64, height: int = 48, n_frames: int = 100,
+                test_every: int = 8, camera_angle_x: float = ROOM_FOV, background=(1.0, 1.0, 1.0),
+                progress: bool = False) -> Scene:
+    """Render a room along its camera path; the scene is in normalised units (see module docstring)."""
+    room = room_spec(name)
+    c2w_world = loop_poses(room.path, n_frames)
+    fx, fy, cx, cy = intrinsics_from_fov(camera_angle_x, width, height)
+    full = lambda v: torch.full((n_frames,), float(v))  # noqa: E731
+    r = render_views(room.primitives, Cameras(c2w_world, full(fx), full(fy), full(cx), full(cy), width, height),
+                     room.trace_box(), progress=progress, desc=name, light=room.light,
+                     max_steps=ROOM_MAX_STEPS)
+    world_from_scene = room.world_from_scene
+    scale, rotation, _ = similarity_parts(world_from_scene)
+    c2w = torch.from_numpy(pose_from_world(c2w_world.double().numpy(), world_from_scene)).float()
+    bg = torch.tensor(background, dtype=torch.float32)
+    frames = SceneSplit(
+        images=r["rgb"] + bg * (1 - r["alpha"][..., None]),
+        cameras=Cameras(c2w, full(fx), full(fy), full(cx), full(cy), width, height),
+        frame_paths=[f"frame/{i}" for i in range(n_frames)],
+        alphas=r["alpha"], depths=r["depth"] / scale,
+        normals=r["normal"] @ torch.from_numpy(rotation).float(),  # rows: Q^T n
+    )
+    ids = room_splits(n_frames, test_every)
+    aabb, near, far = derive_bounds(c2w, aabb=UNIT_BOX)
+    return Scene(name=name, source=Path(f"procedural:{name}"),
+                 splits={split: frames.subset(views) for split, views in ids.items()},
+                 aabb=aabb, near=near, far=far, background=bg,
+                 extras={"world_from_scene": torch.from_numpy(world_from_scene), "frame_ids": ids})
+
+
+def _options(render, name: str, options: dict) -> dict:
+    known = set(inspect.signature(render).parameters) - {"name", "progress", "background"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(name, f"unknown option {unknown[0]!r} for this scene (known: {', '.join(sorted(known))})")
+    return options
+
+
+def write_scene(spec_name: str, out_dir, fmt: str = "blender", mesh_resolution: int = 128,
+                progress: bool = True, **options) -> Path:
     """Render ``spec_name`` and write it in format ``fmt`` plus ``mesh.ply`` into ``out_dir``.
 
-    ``out_dir`` must be absent or empty (nothing is ever overwritten). ``progress``
-    shows a tqdm bar per split while rendering.
+    ``options`` go to :func:`render_scene` for object scenes (width=80, height=80,
+    n_train=60, n_val=10, n_test=20, camera_angle_x, seed) or to
+    :func:`render_room` for room scenes (width=64, height=48, n_frames=100,
+    test_every=8, camera_angle_x). ``out_dir`` must be absent or empty (nothing
+    is ever overwritten). ``progress`` shows a tqdm bar while rendering.
     """
     out = Path(out_dir)
     if fmt not in WRITERS:
         raise InputError(out, f"unknown scene format {fmt!r} (known: {', '.join(WRITERS)})")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(out, "output directory exists and is not empty")
-    scene = render_scene(spec_name, width, height, n_train, n_val, n_test, camera_angle_x, seed,
-                         progress=progress)
+    if spec_name in ROOMS:
+        scene = render_room(spec_name, progress=progress, **_options(render_room, spec_name, options))
+        verts, faces = room_mesh(room_spec(spec_name), mesh_resolution)
+        if fmt not in WORLD_FORMATS:
+            verts = points_from_world(verts, scene.extras["world_from_scene"].numpy())
+    else:
+        scene = render_scene(spec_name, progress=progress, **_options(render_scene, spec_name, options))
+        verts, faces = extract_mesh(scene_spec(spec_name), mesh_resolution)
     write_format(fmt, scene, out)
-    write_ply(out / "mesh.ply", *extract_mesh(scene_spec(spec_name), mesh_resolution))
+    write_ply(out / "mesh.ply", verts, faces)
     return out

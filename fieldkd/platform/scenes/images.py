@@ -42,6 +42,11 @@ def write_rgba(path: Path, rgb: np.ndarray, alpha: np.ndarray) -> None:
     Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8)).save(path)
 
 
+def write_rgb(path: Path, rgb: np.ndarray) -> None:
+    """8-bit RGB PNG without alpha (for formats whose readers expect three channels)."""
+    Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(path)
+
+
 def read_depth(path: Path, unit: float, referrer: str = "") -> np.ndarray:
     """(H, W) float32 depth in scene units (stored integer * unit)."""
     image = _open(path, "depth image", referrer)

@@ -6,16 +6,18 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
-from . import blender, nerfstudio
+from . import blender, monosdf, nerfstudio
 from .scene import Scene
 
 READERS: dict[str, Callable[..., Scene]] = {
     "blender": blender.read,
     "nerfstudio": nerfstudio.read,
+    "monosdf": monosdf.read,
 }
 WRITERS: dict[str, Callable[..., Path]] = {
     "blender": blender.write,
     "nerfstudio": nerfstudio.write,
+    "monosdf": monosdf.write,
 }
 FORMATS = tuple(READERS)
 

@@ -38,6 +38,22 @@ class SceneSplit:
 
 @dataclass
 class Scene:
+    """A dataset in the field's coordinates ("scene space").
+
+    ``extras`` holds what a format knows beyond that, by key:
+
+    - ``format``: the reader's format name.
+    - ``world_from_scene``: (4, 4) float64 tensor, a similarity (uniform scale,
+      rotation, translation) mapping scene points to world points, where the
+      dataset has world units apart from its normalised space (MonoSDF's
+      ``scale_mat``). ``mesh_path`` is in world units then: map a field's mesh
+      with it before comparing, and multiply scene distances by its scale.
+      Absent: scene and world coincide.
+    - ``frame_ids``: {split: [frame number per view]} where frames are numbered
+      along a trajectory (MonoSDF); views of a split are in that order.
+    - ``applied_transform`` (nerfstudio), ``seed`` (generated scenes).
+    """
+
     name: str
     source: Path
     splits: dict[str, SceneSplit]

@@ -4,12 +4,15 @@ Per pixel it returns premultiplied RGB and alpha averaged over a 2x2 grid of
 sub-pixel rays (anti-aliased edges), plus z-depth and world normal of the ray
 through the pixel centre, so ``origin + depth / z_scale * direction`` lies on
 the surface exactly (to the trace tolerance). Shading: Lambertian with one
-directional light and ambient, plus a small Blinn-Phong highlight.
+directional light and ambient, plus a small Blinn-Phong highlight; interiors
+pass a :class:`Light` at a point instead (a directional light from above would
+leave ceilings and walls facing away from it flat grey).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -26,6 +29,18 @@ HIT_EPS = 1e-4  # a ray has hit once the SDF is below this
 MAX_STEPS = 256
 
 
+@dataclass(frozen=True)
+class Light:
+    """A point light (``position`` in world units) with its own ambient term.
+
+    ``None`` in place of a Light means the object scenes' directional light
+    ``LIGHT_DIR`` with ``AMBIENT``.
+    """
+
+    position: tuple[float, float, float]
+    ambient: float = AMBIENT
+
+
 @contextmanager
 def one_thread():
     """Run torch single-threaded: the tracer's many small ops gain little from threads,
@@ -38,11 +53,20 @@ def one_thread():
         torch.set_num_threads(previous)
 
 
-def ray_box(origins, dirs, half: float):
-    """Entry and exit distances of rays through the cube [-half, half]^3 (slab test)."""
+def box_corners(bound):
+    """(min, max) corners of ``bound``: a half-size (the cube [-bound, bound]^3) or a (2, 3) box."""
+    if isinstance(bound, (int, float)):
+        return -bound, bound
+    box = torch.as_tensor(bound, dtype=torch.float32).reshape(2, 3)
+    return box[0], box[1]
+
+
+def ray_box(origins, dirs, half):
+    """Entry and exit distances of rays through the box ``half`` (see :func:`box_corners`; slab test)."""
+    low, high = box_corners(half)
     safe = torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)
-    t0 = (-half - origins) / safe
-    t1 = (half - origins) / safe
+    t0 = (low - origins) / safe
+    t1 = (high - origins) / safe
     t_near = torch.minimum(t0, t1).amax(dim=-1).clamp(min=0.0)
     t_far = torch.maximum(t0, t1).amin(dim=-1)
     return t_near, t_far
@@ -71,33 +95,39 @@ def sphere_trace(distance_fn, origins, dirs, t_near, t_far, eps=HIT_EPS, max_ste
     return t, hit
 
 
-def shade(spec: SceneSpec, points, dirs, normal, index):
+def shade(spec: SceneSpec, points, dirs, normal, index, light: Light | None = None):
     """Lambert + ambient + Blinn-Phong highlight, clamped to [0, 1]."""
     base = sdf.albedo(spec, points, index)
-    light = LIGHT_DIR.to(points)
-    diffuse = (normal @ light).clamp(min=0.0)
-    half = torch.nn.functional.normalize(light - dirs, dim=-1)
+    if light is None:
+        to_light, ambient = LIGHT_DIR.to(points), AMBIENT
+        diffuse = (normal @ to_light).clamp(min=0.0)
+    else:
+        to_light = torch.nn.functional.normalize(torch.tensor(light.position).to(points) - points, dim=-1)
+        ambient = light.ambient
+        diffuse = (normal * to_light).sum(-1).clamp(min=0.0)
+    half = torch.nn.functional.normalize(to_light - dirs, dim=-1)
     highlight = (normal * half).sum(-1).clamp(min=0.0) ** SHININESS
-    rgb = base * (AMBIENT + (1 - AMBIENT) * diffuse[:, None])
+    rgb = base * (ambient + (1 - ambient) * diffuse[:, None])
     rgb = rgb + (sdf.specular(spec, index) * highlight)[:, None]
     return rgb.clamp(0.0, 1.0)
 
 
 @torch.no_grad()
-def render_rays(spec: SceneSpec, rays: Rays, bound: float):
-    """Trace rays against the scene inside [-bound, bound]^3.
+def render_rays(spec: SceneSpec, rays: Rays, bound, light: Light | None = None, max_steps: int = MAX_STEPS):
+    """Trace rays against the scene inside the box ``bound`` (see :func:`box_corners`).
 
     Returns dict with hit (M,), t (M,), rgb (M, 3) and normal (M, 3); zeros on misses.
     """
     t_near, t_far = ray_box(rays.origins, rays.directions, bound)
-    t, hit = sphere_trace(lambda p: sdf.union_distance(spec, p), rays.origins, rays.directions, t_near, t_far)
+    t, hit = sphere_trace(lambda p: sdf.union_distance(spec, p), rays.origins, rays.directions, t_near, t_far,
+                          max_steps=max_steps)
     rgb = torch.zeros_like(rays.origins)
     normal = torch.zeros_like(rays.origins)
     if hit.any():
         points = rays.origins[hit] + t[hit, None] * rays.directions[hit]
         _, index = sdf.union(spec, points)
         normal[hit] = sdf.normals(spec, points)
-        rgb[hit] = shade(spec, points, rays.directions[hit], normal[hit], index)
+        rgb[hit] = shade(spec, points, rays.directions[hit], normal[hit], index, light)
     return {"hit": hit, "t": torch.where(hit, t, torch.zeros_like(t)), "rgb": rgb, "normal": normal}
 
 
@@ -113,12 +143,15 @@ def _pixel_grid(cameras: Cameras, views: torch.Tensor):
 
 
 @torch.no_grad()
-def render_views(spec: SceneSpec, cameras: Cameras, bound: float, progress: bool = False,
-                 rays_per_batch: int = 1 << 18, desc: str = "render"):
+def render_views(spec: SceneSpec, cameras: Cameras, bound, progress: bool = False,
+                 rays_per_batch: int = 1 << 18, desc: str = "render", light: Light | None = None,
+                 max_steps: int = MAX_STEPS):
     """Render every camera. Returns dict of (N, H, W, ...) tensors:
 
     rgb (premultiplied by coverage), alpha (coverage of the 2x2 sub-pixels),
     depth (camera z of the centre ray, 0 on miss), normal (world, 0 on miss).
+    Rays that graze a surface converge slowly; closed scenes, where every ray
+    must hit, give a larger ``max_steps``.
     """
     n, h, w = len(cameras), cameras.height, cameras.width
     out = {
@@ -136,7 +169,7 @@ def render_views(spec: SceneSpec, cameras: Cameras, bound: float, progress: bool
             rays = [cameras.rays_at(cam, px + dx, py + dy) for dx, dy in offsets]
             all_rays = Rays(*(torch.cat([getattr(r, f) for r in rays])
                               for f in ("origins", "directions", "z_scale")))
-            res = render_rays(spec, all_rays, bound)
+            res = render_rays(spec, all_rays, bound, light, max_steps)
             m = len(cam)
             shape = (len(views), h, w)
             hits = res["hit"][: -m].reshape(samples - 1, m).float()
