@@ -90,7 +90,7 @@ class PhotometricTask:
         """Render ``rays`` and compare them with ``targets``: (loss, metrics, samples)."""
         out = self.renderer.render_rays(self.forward, rays, train=True)
         loss, terms = supervised_loss(out, targets, self.supervision, depth_mode)
-        metrics = {f"train/{name}": float(value) for name, value in terms.items() if name != "rgb"}
+        metrics = {f"train/{name}": float(value.detach()) for name, value in terms.items() if name != "rgb"}
         if "rgb" in terms:
             mse = float(terms["rgb"]) if self.supervision.rgb == "mse" else float(
                 ((out["rgb"].detach().float() - targets.rgb) ** 2).mean())
