@@ -1,8 +1,9 @@
-"""The colour head shared by all feature-based fields."""
+"""Heads shared by the fields: colour, and the uncertainty of UNIKD."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .encodings.frequency import frequency_dim, frequency_encode
@@ -42,3 +43,27 @@ class ColourHead(nn.Module):
     def forward(self, geo: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         h = torch.cat([geo, self.dir_encoding(d).to(geo.dtype)], dim=-1)
         return torch.sigmoid(self.mlp(h))
+
+
+class UncertaintyHead(nn.Module):
+    """MLP on a field's feature -> softplus -> beta >= 0 per sample (UNIKD).
+
+    beta is volume-rendered with the colour's weights; a large rendered beta
+    marks views the field is unsure of.
+    """
+
+    @classmethod
+    def optional(cls, enabled: bool, in_dim: int) -> "UncertaintyHead | None":
+        """The head, or None. It is initialised from a fork of the global RNG, so
+        switching it on leaves every other parameter of a seeded field unchanged."""
+        if not enabled:
+            return None
+        with torch.random.fork_rng(devices=[]):
+            return cls(in_dim)
+
+    def __init__(self, in_dim: int, n_layers: int = 2, hidden: int = 64):
+        super().__init__()
+        self.mlp = make_mlp(in_dim, 1, hidden, n_layers)
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.mlp(feature)[..., 0])

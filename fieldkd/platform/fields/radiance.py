@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .activations import density_activation as get_density_activation
-from .heads import ColourHead
+from .heads import ColourHead, UncertaintyHead
 from .output import FEATURE_DIM, FieldOutput
 
 
@@ -63,6 +63,16 @@ class RadianceField(nn.Module, ABC):
         """Weighted sum of the field's own regularisers (a scalar)."""
         return self.aabb.new_zeros(())
 
+    def _extras(self, u: torch.Tensor, feature: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Per-sample extras (see :class:`FieldOutput`); none by default."""
+        return {}
+
+    @property
+    def extra_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> per-sample shape of every extra ``forward`` returns, known
+        without evaluating (the renderer fills a batch without samples)."""
+        return {}
+
     # -- public API -----------------------------------------------------------
 
     def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,9 +91,10 @@ class RadianceField(nn.Module, ABC):
         u, inside = self.normalize(x.reshape(-1, 3))
         raw, rgb, feature = self._evaluate(u, d.reshape(-1, 3))
         density = self._masked_density(raw, inside)
+        extras = {k: v.reshape(*lead, *v.shape[1:]) for k, v in self._extras(u, feature).items()}
         if feature is not None:
             feature = feature.reshape(*lead, feature.shape[-1])
-        return FieldOutput(raw.reshape(lead), density.reshape(lead), rgb.reshape(*lead, 3), feature)
+        return FieldOutput(raw.reshape(lead), density.reshape(lead), rgb.reshape(*lead, 3), feature, extras)
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """Density only (no colour), e.g. for occupancy-grid updates."""
@@ -107,12 +118,19 @@ class RadianceField(nn.Module, ABC):
 
 class FeatureField(RadianceField):
     """A field whose encoder yields the shared 16-d feature: element 0 is the
-    raw density, elements 1..15 feed the colour head with the view direction."""
+    raw density, elements 1..15 feed the colour head with the view direction.
+
+    ``uncertainty=True`` adds UNIKD's uncertainty head on the 16-d feature
+    (extras["uncertainty"]); every other parameter and output is the same
+    with it on or off, and off the field is exactly what it was without it.
+    """
 
     def __init__(self, aabb, *, color_layers: int = 3, color_hidden: int = 64,
-                 dir_encoding: str = "sh", dir_degree: int = 3, density_bias: float = -2.0, **base):
+                 dir_encoding: str = "sh", dir_degree: int = 3, density_bias: float = -2.0,
+                 uncertainty: bool = False, **base):
         super().__init__(aabb, **base)
         self.colour = ColourHead(FEATURE_DIM - 1, dir_encoding, dir_degree, color_layers, color_hidden)
+        self.uncertainty_head = UncertaintyHead.optional(uncertainty, FEATURE_DIM)
         # A constant added to the raw density so that a fresh field starts nearly
         # transparent: empty space is then culled by the occupancy grid from the
         # first updates instead of being fogged over and learned away slowly.
@@ -130,6 +148,13 @@ class FeatureField(RadianceField):
     def _evaluate(self, u: torch.Tensor, d: torch.Tensor):
         feature = self.encode_feature(u) + self.feature_offset
         return feature[..., 0], self.colour(feature[..., 1:], d), feature
+
+    def _extras(self, u: torch.Tensor, feature: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return {} if self.uncertainty_head is None else {"uncertainty": self.uncertainty_head(feature)}
+
+    @property
+    def extra_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {} if self.uncertainty_head is None else {"uncertainty": ()}
 
 
 def to_signed(u: torch.Tensor) -> torch.Tensor:

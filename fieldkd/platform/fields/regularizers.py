@@ -1,5 +1,6 @@
-"""Pure regularisers for grid-like parameters. They are means, so a weight
-means the same at any resolution."""
+"""Pure regularisers: total variation and L1 for grid-like parameters, eikonal
+and smoothness terms for SDFs. They are means, so a weight means the same at
+any resolution."""
 
 from __future__ import annotations
 
@@ -41,3 +42,13 @@ def sampled_total_variation(volume: torch.Tensor, n_samples: int,
 
 def l1(t: torch.Tensor) -> torch.Tensor:
     return t.abs().mean()
+
+
+def eikonal_loss(grad: torch.Tensor) -> torch.Tensor:
+    """mean (|grad f| - 1)^2 over (N, 3) gradients: a signed distance has unit gradient."""
+    return (grad.norm(dim=-1) - 1.0).square().mean()
+
+
+def smoothness_loss(normals: torch.Tensor, neighbour_normals: torch.Tensor) -> torch.Tensor:
+    """mean |n(x) - n(x')| over pairs of nearby points (MonoSDF's smoothness term)."""
+    return (normals - neighbour_normals).norm(dim=-1).mean()

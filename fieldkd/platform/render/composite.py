@@ -46,6 +46,18 @@ def composite(
     return out
 
 
+def composite_values(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Weighted sum along each ray of any per-sample quantity: sum_i w_i * v_i.
+
+    weights (R, S); values (R, S) or (R, S, C) -> (R,) or (R, C). Nothing is
+    renormalised: a composited unit normal is shorter where the ray is partly
+    transparent, as the expected value over the ray's termination should be.
+    """
+    if values.dim() == weights.dim():
+        return (weights * values).sum(dim=-1)
+    return (weights[..., None] * values).sum(dim=-2)
+
+
 def ray_aabb_intersect(origins, directions, aabb, eps: float = 1e-9):
     """Entry and exit distances of rays through an axis-aligned box (slab test).
 

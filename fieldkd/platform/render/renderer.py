@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..scenes.cameras import Cameras, Rays
-from .composite import composite
+from .composite import composite, composite_values
 from .occupancy import OccupancyGrid
 from .samplers import ray_bounds, stratified
 
@@ -55,9 +55,16 @@ class Renderer:
     def render_rays(self, field, rays: Rays, train: bool = False, with_samples: bool = False):
         """rgb, depth (camera z), opacity, weights and the count of field samples.
 
-        With ``with_samples`` the points, their mask and the field outputs are
-        returned too, for losses on individual samples (distillation).
+        Every per-sample extra the field returns (``FieldOutput.extras``, e.g.
+        "normal" (R, 3) or "uncertainty" (R,)) is composited with the colour's
+        weights under its own name. With ``with_samples`` the points, their
+        mask and the field outputs are returned too, for losses on individual
+        samples (distillation).
         """
+        return self._render(field, rays, train, with_samples)[0]
+
+    def _render(self, field, rays: Rays, train: bool, with_samples: bool):
+        """render_rays' result and the names of the composited extras."""
         t_near, t_far = ray_bounds(rays.origins, rays.directions, self.aabb, self.near, self.far)
         t_starts, t_ends, t_points = stratified(t_near, t_far, self.cfg.samples_per_ray, jitter=train)
         points = rays.origins[:, None, :] + rays.directions[:, None, :] * t_points[..., None]
@@ -79,27 +86,37 @@ class Renderer:
         out = composite(densities, t_starts, t_ends, colors, self.background)
         out["depth"] = out["depth"] * rays.z_scale
         out["n_samples"] = int(live.sum())
+        extras = _composite_extras(field, output, live, out["weights"])
+        clash = set(extras) & set(out)
+        if clash:
+            raise ValueError(f"field extras {sorted(clash)} clash with the renderer's own outputs")
+        out.update(extras)
         if with_samples:
             out.update(points=points, live=live, field_output=output, t_starts=t_starts, t_ends=t_ends)
-        return out
+        return out, tuple(extras)
 
     @torch.no_grad()
     def render_image(self, field, cameras: Cameras, index: int, device=None) -> dict[str, torch.Tensor]:
-        """Whole image in chunks of rays: rgb (H, W, 3), depth (H, W), opacity (H, W)."""
+        """Whole image in chunks of rays: rgb (H, W, 3), depth (H, W), opacity (H, W),
+        and each composited extra of the field, e.g. normal (H, W, 3), uncertainty (H, W)."""
         rays = cameras.image_rays(index)
-        parts = []
+        parts, names = [], {}
         for start in range(0, len(rays), self.cfg.chunk):
             chunk = rays[start:start + self.cfg.chunk]
             if device is not None:
                 chunk = chunk.to(device)
-            out = self.render_rays(field, chunk, train=False)
-            parts.append({k: out[k].float().cpu() for k in ("rgb", "depth", "opacity")})
+            out, extras = self._render(field, chunk, train=False, with_samples=False)
+            names.update(dict.fromkeys(extras))
+            parts.append({k: out[k].float().cpu() for k in ("rgb", "depth", "opacity") + extras})
         h, w = cameras.height, cameras.width
-        return {
-            "rgb": torch.cat([p["rgb"] for p in parts]).reshape(h, w, 3),
-            "depth": torch.cat([p["depth"] for p in parts]).reshape(h, w),
-            "opacity": torch.cat([p["opacity"] for p in parts]).reshape(h, w),
-        }
+        image = {k: torch.cat([p[k] for p in parts]).reshape(h, w, *parts[0][k].shape[1:])
+                 for k in ("rgb", "depth", "opacity")}
+        for k in names:
+            # A chunk with no live sample has no extras; its weights are all zero anyway.
+            like = next(p[k] for p in parts if k in p)
+            image[k] = torch.cat([p.get(k, like.new_zeros(p["depth"].shape + like.shape[1:]))
+                                  for p in parts]).reshape(h, w, *like.shape[1:])
+        return image
 
     @torch.no_grad()
     def update_occupancy(self, field, step: int) -> None:
@@ -114,3 +131,21 @@ class Renderer:
     def load_state_dict(self, state: dict) -> None:
         if self.grid is not None and "grid" in state:
             self.grid.load_state_dict(state["grid"])
+
+
+def _composite_extras(field, output, live: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each per-sample extra scattered back to (R, S, ...) and composited with ``weights``.
+
+    Without live samples the field was not called; its declared ``extra_shapes``
+    (if any) still give every extra, as zeros, so a batch always has the same keys.
+    """
+    if output is None:
+        module = getattr(field, "module", field)  # DistributedDataParallel wraps the field
+        shapes = getattr(module, "extra_shapes", None) or {}
+        return {k: weights.new_zeros(weights.shape[:1] + tuple(shape)) for k, shape in shapes.items()}
+    out = {}
+    for name, value in (getattr(output, "extras", None) or {}).items():
+        full = weights.new_zeros(*live.shape, *value.shape[1:])
+        mask = live.reshape(*live.shape, *([1] * (value.dim() - 1))).expand_as(full)
+        out[name] = composite_values(weights, full.masked_scatter(mask, value.to(full.dtype)))
+    return out
