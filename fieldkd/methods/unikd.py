@@ -78,6 +78,9 @@ class Stream:
         self.ctx, self.cfg, self.prefix, self.u = ctx, cfg, prefix, cfg["unikd"]
         if self.u["filter"] not in FILTERS:
             raise InputError("unikd.filter", f"one of {', '.join(FILTERS)}, got {self.u['filter']!r}")
+        if self.u["threshold"] is not None and not cfg["field"].get("uncertainty"):
+            raise InputError("unikd.threshold", "the filter reads the teacher's uncertainty: set "
+                                                "field.uncertainty=true (or unikd.threshold=null for no filter)")
         scene = load_scene_from_config(cfg["scene"])
         self.train = scene.split("train")
         try:

@@ -49,7 +49,12 @@ class UncertaintyHead(nn.Module):
     """MLP on a field's feature -> softplus -> beta >= 0 per sample (UNIKD).
 
     beta is volume-rendered with the colour's weights; a large rendered beta
-    marks views the field is unsure of.
+    marks views the field is unsure of. The head reads the feature detached,
+    and the renderer composites beta with detached weights: the loss's log
+    term then trains the head alone instead of emptying the field to make
+    beta small (measured on the indoor room, SDF, 150 steps: 18.8 dB test
+    PSNR with both, 14.9 dB with the weights detached only, 15.2 dB with
+    neither; 19.5 dB without a head).
     """
 
     @classmethod
@@ -66,4 +71,4 @@ class UncertaintyHead(nn.Module):
         self.mlp = make_mlp(in_dim, 1, hidden, n_layers)
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
-        return F.softplus(self.mlp(feature)[..., 0])
+        return F.softplus(self.mlp(feature.detach())[..., 0])

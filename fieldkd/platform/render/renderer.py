@@ -133,8 +133,15 @@ class Renderer:
             self.grid.load_state_dict(state["grid"])
 
 
+# Extras whose losses must not move the geometry: they are composited with detached weights.
+# The uncertainty loss's log term falls with the rendered beta; through the weights it makes
+# the field transparent (see fields.heads.UncertaintyHead for the measurements).
+DETACHED_EXTRAS = frozenset({"uncertainty"})
+
+
 def _composite_extras(field, output, live: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each per-sample extra scattered back to (R, S, ...) and composited with ``weights``.
+    """Each per-sample extra scattered back to (R, S, ...) and composited with ``weights``
+    (detached for :data:`DETACHED_EXTRAS`).
 
     Without live samples the field was not called; its declared ``extra_shapes``
     (if any) still give every extra, as zeros, so a batch always has the same keys.
@@ -147,5 +154,6 @@ def _composite_extras(field, output, live: torch.Tensor, weights: torch.Tensor) 
     for name, value in (getattr(output, "extras", None) or {}).items():
         full = weights.new_zeros(*live.shape, *value.shape[1:])
         mask = live.reshape(*live.shape, *([1] * (value.dim() - 1))).expand_as(full)
-        out[name] = composite_values(weights, full.masked_scatter(mask, value.to(full.dtype)))
+        used = weights.detach() if name in DETACHED_EXTRAS else weights
+        out[name] = composite_values(used, full.masked_scatter(mask, value.to(full.dtype)))
     return out

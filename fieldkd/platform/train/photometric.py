@@ -92,7 +92,7 @@ class PhotometricTask:
         loss, terms = supervised_loss(out, targets, self.supervision, depth_mode)
         metrics = {f"train/{name}": float(value.detach()) for name, value in terms.items() if name != "rgb"}
         if "rgb" in terms:
-            mse = float(terms["rgb"]) if self.supervision.rgb == "mse" else float(
+            mse = float(terms["rgb"].detach()) if self.supervision.rgb == "mse" else float(
                 ((out["rgb"].detach().float() - targets.rgb) ** 2).mean())
             metrics["train/psnr"] = mse_to_psnr(mse)
         return loss, metrics, out["n_samples"]
