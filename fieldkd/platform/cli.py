@@ -65,12 +65,13 @@ def sweep_command(args: list[str]) -> dict:
 
 def scenes_command(args: list[str]) -> dict:
     from .scenes import write_scene
+    from .scenes.indoor import ROOMS
     from .scenes.specs import SCENES
 
     if not args or args[0] == "list":
-        return {"scenes": sorted(SCENES)}
+        return {"scenes": sorted(SCENES), "rooms": sorted(ROOMS)}
     if args[0] != "make" or len(args) < 2:
-        raise InputError("fieldkd scenes", "usage: fieldkd scenes make NAME out=DIR [format=blender|nerfstudio] "
+        raise InputError("fieldkd scenes", "usage: fieldkd scenes make NAME out=DIR [format=blender|nerfstudio|monosdf] "
                                            "[width=80] [height=80] [n_train=60] [n_val=10] [n_test=20]")
     name, options = args[1], dict(_key_value(a) for a in args[2:])
     if "out" not in options:
