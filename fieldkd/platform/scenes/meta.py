@@ -22,15 +22,16 @@ from .cameras import opencv_to_opengl
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path, what: str = "transforms file") -> dict:
+    """A JSON object from ``path``; any problem is an InputError naming the file."""
     if not path.is_file():
-        raise InputError(path, "transforms file not found")
+        raise InputError(path, f"{what} not found")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise InputError(path, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     except (UnicodeDecodeError, OSError) as e:
-        raise InputError(path, f"cannot read transforms file: {e}") from None
+        raise InputError(path, f"cannot read {what}: {e}") from None
     if not isinstance(meta, dict):
         raise InputError(path, "top level must be a JSON object")
     return meta

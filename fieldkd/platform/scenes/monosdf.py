@@ -50,7 +50,7 @@ from . import images
 from .assemble import make_scene
 from .cameras import Cameras, opencv_to_opengl
 from .export import straight_colour
-from .meta import aabb_of
+from .meta import aabb_of, read_json
 from .scene import Scene, SceneSplit
 from .similarity import pose_to_world, similarity_parts
 
@@ -274,14 +274,7 @@ def _read_splits(path: Path, known: dict[int, Path]) -> tuple[dict[str, list[int
     everything = list(known)
     if not path.is_file():
         return {"train": everything, "test": everything}, {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    except (UnicodeDecodeError, OSError) as e:
-        raise InputError(path, f"cannot read splits file: {e}") from None
-    if not isinstance(meta, dict):
-        raise InputError(path, "top level must be a JSON object")
+    meta = read_json(path, "splits file")
     unknown = sorted(set(meta) - set(SPLITS) - set(BOUND_KEYS))
     if unknown:
         raise InputError(path, f"unknown key '{unknown[0]}' (known: {', '.join(SPLITS + BOUND_KEYS)})")
