@@ -132,8 +132,8 @@ def main() -> None:
         swept = work.cached(f"sweep/{first}/{tag}/{args.sweep_samples}", lambda: sweep(work, first, args))
     payload, table = report(results, swept, args)
     for scene, r in results.items():
-        payload["scenes"][scene]["matrix_png"] = f"{args.name}_{scene}_forgetting.png"
         shutil.copyfile(r["matrix_png"], RESULTS / f"{args.name}_{scene}_forgetting.png")
+        payload["scenes"][scene] = {**r, "matrix_png": f"{args.name}_{scene}_forgetting.png"}  # no machine path
     write_results(args.name, payload, table)
     metrics = {}
     for scene, r in results.items():
