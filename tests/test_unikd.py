@@ -105,15 +105,14 @@ def test_unikd_stream_with_every_baseline(tiny_room, tmp_path, mlflow_uri):
 
     # The filter decides what the teacher teaches: an impossible threshold skips every teacher batch,
     # a generous one accepts every pose.
-    request = dict(cfg=None, task="incremental", teacher=TeacherRef(str(out / "chunk_0" / "last.pt"), cfg["field"]),
-                   init=str(out / "chunk_0" / "last.pt"), views=list(range(9, 18)), teacher_views=list(range(9)),
-                   evaluate=False)
+    chunk_0 = str(out / "chunk_0" / "last.pt")
+    options = dict(task="incremental", teacher=TeacherRef(chunk_0, cfg["field"]), init=chunk_0,
+                   views=list(range(9, 18)), teacher_views=list(range(9)), evaluate=False)
     for name, threshold, accepted in (("strict", 1e-9, 0.0), ("open", 1e9, 1.0)):
         check = Run.start(cfg["tracking"]["experiment"], name)
         stage_cfg = {**cfg, "trainer": {**cfg["trainer"], "steps": 10},
                      "distill": {**cfg["distill"], "uncertainty_threshold": threshold, "stream_span": [0.5, 1.0]}}
-        fit_stage(StageRequest(name, check.run_id, mlflow_uri, str(tmp_path / "checks"),
-                               **{**request, "cfg": stage_cfg}))
+        fit_stage(StageRequest(name, check.run_id, mlflow_uri, str(tmp_path / "checks"), stage_cfg, **options))
         logged = client.get_run(check.run_id).data.metrics
         assert logged["distill/filter/uncertainty/acceptance"] == accepted
         assert logged["distill/skipped_batches"] == (5 if accepted == 0.0 else 0)
