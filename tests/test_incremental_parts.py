@@ -17,7 +17,9 @@ from fieldkd.platform.evaluate.forgetting import forgetting, forgetting_matrix, 
 from fieldkd.platform.scenes.cameras import Cameras, look_at
 from fieldkd.platform.scenes.poses import (along_trajectory, interpolate_poses, matrix_to_quaternion,
                                            quaternion_to_matrix, slerp)
+from fieldkd.platform.scenes.generator import room_spec
 from fieldkd.platform.scenes.scene import SceneSplit
+from fieldkd.platform.scenes.trajectory import loop_poses, path_angles
 from fieldkd.platform.train.supervision import (Supervision, Targets, depth_loss, normal_losses, scale_shift_fit,
                                                 supervised_loss, uncertainty_loss)
 
@@ -64,6 +66,18 @@ def test_interpolated_poses_lie_between_their_neighbours():
     assert torch.allclose(got[1, :3, 3], torch.tensor([1.5, 3.0, 0.0]))
     assert torch.allclose(got[1, :3, :3], rotation_z(math.radians(45)), atol=1e-5)
     assert torch.allclose(got[3, :3, 3], torch.tensor([0.5, 1.0, 0.0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["indoor", "indoor_b"])
+def test_room_walks_do_not_come_back_to_their_start(name):
+    # A closed loop would let the last chunk of a stream re-learn the first chunk's views.
+    path = room_spec(name).path
+    centres = loop_poses(path, 100)[:, :3, 3]
+    step = float((centres[1:] - centres[:-1]).norm(dim=-1).mean())
+    assert float((centres[-1] - centres[0]).norm()) > 10 * step
+    spacing = path_angles(path, 100).diff().abs()
+    assert torch.allclose(spacing, torch.full_like(spacing, math.radians(path.turn_deg) / 100))
+    assert path.turn_deg < 360
 
 
 def ring_cameras(n: int, radius: float = 2.0) -> Cameras:

@@ -38,7 +38,7 @@ from .specs import BOUND, SCENES
 from .trajectory import loop_poses
 from .tracer import one_thread, render_views
 
-GENERATOR_VERSION = 1  # bump when rendered output changes (invalidates caches)
+GENERATOR_VERSION = 2  # bump when rendered output changes (invalidates caches)
 BLENDER_FOV = 0.6911112070083618  # camera_angle_x of the NeRF-synthetic scenes
 CAMERA_RADIUS = 4.0
 TRACE_BOUND = BOUND + 0.05  # rays and the mesh grid cover a bit more than the scene box

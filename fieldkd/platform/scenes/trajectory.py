@@ -1,10 +1,12 @@
 """Handheld-scan-like camera paths inside a room (z-up world).
 
-The camera walks once around an ellipse parallel to the walls and looks
-across the room, towards a point above the floor centre; its height and yaw
+The camera walks along an ellipse parallel to the walls (``turn_deg`` of it) and
+looks across the room, towards a point above the floor centre; its height and yaw
 sway slowly, as a person's would. Consecutive frames differ by a few degrees,
 so they overlap strongly, and the frame order is the path order. The tilt
-sways too, so that floor, walls and ceiling are all seen.
+sways too, so that floor, walls and ceiling are all seen. A walk that closes
+its loop comes back to where it began, so the last chunk of an incremental run
+would re-learn the first one's views: the bundled rooms stop short of that.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ class LoopPath:
     yaw_swing_deg: float = 12.0  # amplitude of the yaw sway around "towards the centre"
     phase_deg: float = 0.0  # where on the ellipse frame 0 is
     clockwise: bool = False
+    turn_deg: float = 360.0  # how much of the ellipse the walk covers
 
 
 def path_angles(path: LoopPath, n: int) -> torch.Tensor:
-    """Angle on the ellipse of each of ``n`` frames: one full turn, evenly spaced."""
-    step = 2 * math.pi / n * (-1.0 if path.clockwise else 1.0)
+    """Angle on the ellipse of each of ``n`` frames, evenly spaced over ``turn_deg``."""
+    step = math.radians(path.turn_deg) / n * (-1.0 if path.clockwise else 1.0)
     return math.radians(path.phase_deg) + step * torch.arange(n, dtype=torch.float64)
 
 
