@@ -146,6 +146,18 @@ def test_uncertainty_loss_is_the_unikd_formula():
     assert float(large.grad) > 0
 
 
+@pytest.mark.parametrize("floor,error", [(0.1, 0.9), (0.01, 0.05), (0.01, 0.2)])
+def test_uncertainty_loss_optimum_follows_the_floor(floor, error):
+    # Minimising over beta lands on sqrt(0.02 |error|) - floor.
+    beta = torch.tensor([0.05], requires_grad=True)
+    optimiser = torch.optim.Adam([beta], lr=1e-3)
+    for _ in range(3000):
+        optimiser.zero_grad()
+        uncertainty_loss(torch.zeros(1, 3), torch.full((1, 3), error), beta, floor).backward()
+        optimiser.step()
+    assert float(beta) == pytest.approx(math.sqrt(0.02 * error) - floor, abs=2e-3)
+
+
 def test_supervised_loss_uses_what_is_given():
     out = {"rgb": torch.full((4, 3), 0.5), "depth": torch.tensor([1.0, 2.0, 3.0, 4.0]),
            "opacity": torch.tensor([1.0, 1.0, 1.0, 0.1]), "normal": torch.tensor([[0.0, 0.0, 1.0]] * 4),

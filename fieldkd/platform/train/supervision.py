@@ -24,6 +24,7 @@ class Supervision:
     normal_l1: float = 0.0
     normal_cos: float = 0.0
     uncertainty: float = 1.0  # weight of the uncertainty head's loss, for fields that have one
+    uncertainty_floor: float = 0.1  # the loss sees beta + floor (UNIKD's 0.1); see uncertainty_loss
     min_opacity: float = 0.5  # depth and normals are compared only on rays at least this opaque
 
     @classmethod
@@ -35,6 +36,8 @@ class Supervision:
         found = cls(**(values or {}))
         if found.rgb not in RGB_LOSSES:
             raise ValueError(f"supervision.rgb must be one of {RGB_LOSSES}, got {found.rgb!r}")
+        if found.uncertainty_floor <= 0:
+            raise ValueError(f"supervision.uncertainty_floor must be > 0, got {found.uncertainty_floor}")
         if found.depth_mode not in DEPTH_MODES:
             raise ValueError(f"supervision.depth_mode must be one of {DEPTH_MODES}, got {found.depth_mode!r}")
         return found
@@ -76,11 +79,17 @@ def normal_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) 
     return (unit - target).abs().sum(-1).mean(), (1.0 - (unit * target).sum(-1)).mean()
 
 
-def uncertainty_loss(rgb: torch.Tensor, target: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+def uncertainty_loss(rgb: torch.Tensor, target: torch.Tensor, beta: torch.Tensor, floor: float = 0.1) -> torch.Tensor:
     """UNIKD's loss for the rendered uncertainty beta (R,) >= 0: large errors may be
-    explained by a large beta, which the log term makes pay for itself."""
-    shifted = beta[..., None] + 0.1
-    return 0.01 * ((rgb - target).abs() / (2.0 * shifted**2)).mean() + (torch.log(beta + 0.1).mean() + 3.0) / 2.0
+    explained by a large beta, which the log term makes pay for itself.
+
+    Its optimum is beta = sqrt(0.02 |error|) - floor, clipped at 0: with UNIKD's
+    floor of 0.1 only errors above 0.5 raise beta, so a well-fit teacher says
+    0 almost everywhere; a smaller floor lets beta follow smaller errors.
+    """
+    shifted = beta + floor
+    return (0.01 * ((rgb - target).abs() / (2.0 * shifted[..., None] ** 2)).mean()
+            + (torch.log(shifted).mean() + 3.0) / 2.0)
 
 
 @dataclass
@@ -113,6 +122,7 @@ def supervised_loss(out: dict, targets: Targets, sup: Supervision, depth_mode: s
         loss = loss + sup.normal_l1 * l1 + sup.normal_cos * cos
         terms.update(normal_l1=l1, normal_cos=cos)
     if sup.uncertainty > 0 and "uncertainty" in out:
-        term = uncertainty_loss(rgb[valid], targets.rgb[valid], out["uncertainty"].float()[valid])
+        term = uncertainty_loss(rgb[valid], targets.rgb[valid], out["uncertainty"].float()[valid],
+                                sup.uncertainty_floor)
         loss, terms["uncertainty"] = loss + sup.uncertainty * term, term
     return loss, terms
