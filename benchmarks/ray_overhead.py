@@ -60,7 +60,8 @@ def main() -> None:
     share = overhead / ray_wall
     payload = {"train_seconds": args.seconds, "ray_wall": ray_wall, "inline_wall": inline_wall,
                "overhead_seconds": overhead, "overhead_share": share, "targets": {"seconds": 10, "share": 0.05}}
-    table = markdown_table(["mode", "wall s"], [["fieldkd run (on Ray)", ray_wall], ["same stage, no Ray", inline_wall]])
+    table = markdown_table(["mode", "wall s"],
+                           [["fieldkd run (on Ray)", ray_wall], ["same stage, no Ray", inline_wall]])
     write_results("ray_overhead", payload,
                   f"`fieldkd run method=baseline` with trainer.max_seconds={args.seconds:g}.\n\n{table}\n\n"
                   f"Ray overhead: {overhead:.1f} s = {100 * share:.1f}% of the run (targets <= 10 s, <= 5%).")

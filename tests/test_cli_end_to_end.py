@@ -24,7 +24,8 @@ def artifact_paths(client, run_id, path=None):
 def test_run_baseline_and_find_it_in_mlflow(tiny_blender, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = fieldkd(["run", "method=baseline", "field=hash", "scene=blender", f"scene.path={tiny_blender}",
-                    "trainer.steps=150", "trainer.eval_every=75", "trainer.checkpoint_every=75", "trainer.batch_rays=512",
+                    "trainer.steps=150", "trainer.eval_every=75", "trainer.checkpoint_every=75",
+                    "trainer.batch_rays=512",
                     "field.log2_hashmap_size=12", "render.samples_per_ray=32", "eval.mesh=true",
                     "eval.mesh_resolution=32", "eval.mesh_level=2.0", "tracking.system_metrics_s=1",
                     f"output_dir={tmp_path / 'out'}"], tmp_path, uri)
