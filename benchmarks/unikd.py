@@ -98,6 +98,9 @@ def report(results: dict, swept: dict | None, args) -> tuple[dict, str]:
                              f">= +{GAIN_OVER_FINETUNE_DB:g}", "all: UNIKD", "all: finetune", "all: nofilter",
                              "all: joint", "joint - UNIKD", f"<= {JOINT_GAP_DB:g}", "Chamfer UNIKD",
                              "Chamfer finetune", "Chamfer joint", "UNIKD < finetune"], rows)]
+    extra = " ".join(args.overrides)
+    lines += ["", f"Command: `python benchmarks/unikd.py --scenes {','.join(results)} --chunks {args.chunks} "
+                  f"--steps {args.steps} --sweep-samples {args.sweep_samples}{' ' + extra if extra else ''}`"]
     payload = {"chunks": args.chunks, "steps": args.steps, "scenes": results}
     if swept:
         scene = next(iter(results))
@@ -106,7 +109,7 @@ def report(results: dict, swept: dict | None, args) -> tuple[dict, str]:
         payload["sweep"] = {**swept, "default_psnr": default, "gain_db": best - default if best else None}
         config = swept.get("config") or swept.get("best_config") or {}
         lines += ["", f"Sweep on `{scene}` ({args.sweep_samples} trials, ASHA on `test/psnr` after each chunk): "
-                      f"best {json.dumps(config)} -> {best:.2f} dB; default (threshold 0.02, KD weight 1) "
+                      f"best {json.dumps(config)} -> {best:.2f} dB; default (threshold 0.02, KD weight 1, floor 0.1) "
                       f"{default:.2f} dB: gain {best - default:+.2f} dB."]
     return payload, "\n".join(lines)
 
