@@ -18,7 +18,8 @@
    are reported next to them. Process start, Ray and final test evaluation are not counted.
 2. Equal wall time on the generated held-out object scene (80x80, 60 train views, as in
    heldout.py; skipped by --skip-equal): the MLP from scratch for EQUAL_SECONDS against
-   `method=pvd teacher.field=hash student.field=mlp` with EQUAL_SECONDS/2 per stage;
+   `method=pvd teacher.field=hash student.field=mlp`, the teacher for a share of EQUAL_SECONDS
+   (--equal-teacher-share, default 1/2) and distillation for the rest;
    test PSNR of both and the difference (target >= 2 dB).
 
 Finished runs are kept in WORKDIR/pvd_speed.progress.json (keyed by budget) so an
@@ -132,12 +133,15 @@ def equal_scratch(work: Work, scene_dir: Path, seconds: float) -> dict:
             "train_seconds": final["train/seconds"], "wall_seconds": summary["wall_seconds"]}
 
 
-def equal_pvd(work: Work, scene_dir: Path, seconds: float) -> dict:
-    half = seconds / 2
+def equal_pvd(work: Work, scene_dir: Path, seconds: float, teacher_share: float = 0.5,
+              student_lr: float | None = None) -> dict:
+    teacher = seconds * teacher_share
+    lr = [f"student.trainer.lr={student_lr}"] if student_lr else []
     summary = work.run(["method=pvd", "scene=blender", f"scene.path={scene_dir}", "teacher.field=hash",
-                        "student.field=mlp", f"teacher.trainer.max_seconds={half}",
-                        f"student.trainer.max_seconds={half}", f"trainer.steps={HUGE_STEPS}",
-                        "trainer.eval_every=0", "tracking.log_checkpoint=false"], f"equal-pvd-hash-mlp-{seconds:g}s")
+                        "student.field=mlp", f"teacher.trainer.max_seconds={teacher}",
+                        f"student.trainer.max_seconds={seconds - teacher}", f"trainer.steps={HUGE_STEPS}",
+                        "trainer.eval_every=0", "tracking.log_checkpoint=false", *lr],
+                       f"equal-pvd-hash-mlp-{seconds:g}s-teacher{teacher_share:g}")
     stages = child_runs(work.client(), summary["run_id"])
     t, s = stages["teacher"].data.metrics, stages["student"].data.metrics
     return {"run_id": summary["run_id"], "teacher_stage_run_id": stages["teacher"].info.run_id,
@@ -217,6 +221,10 @@ def main() -> None:
     parser.add_argument("--distill-eval-every", type=int, default=25,
                         help="val/psnr every K2 steps of the distillation (a multiple of 25)")
     parser.add_argument("--equal-seconds", type=float, default=240.0, help="equal wall budget on the held-out scene")
+    parser.add_argument("--equal-teacher-share", type=float, default=0.5,
+                        help="share of the equal budget that trains the teacher (the rest distils)")
+    parser.add_argument("--equal-student-lr", type=float, default=None,
+                        help="the distilled MLP's learning rate (default: pvd's, 1e-3)")
     parser.add_argument("--scene", default="heldout", help="generated scene of the equal-time part")
     part = parser.add_mutually_exclusive_group()
     part.add_argument("--skip-equal", action="store_true", help="only the time-to-quality part")
@@ -234,7 +242,9 @@ def main() -> None:
             "teacher": f"speed/teacher-hash/{args.teacher_seconds:g}s/every{k}",
             "distill": f"speed/distill-mlp/{args.teacher_seconds:g}s/every{k}+{args.student_seconds:g}s/every{k2}",
             "equal_scratch": f"equal/{args.scene}/scratch-mlp/{args.equal_seconds:g}s",
-            "equal_pvd": f"equal/{args.scene}/pvd-hash-mlp/{args.equal_seconds:g}s"}
+            "equal_pvd": f"equal/{args.scene}/pvd-hash-mlp/{args.equal_seconds:g}s" + (
+                f"/teacher{args.equal_teacher_share:g}" if args.equal_teacher_share != 0.5 else "") + (
+                f"/lr{args.equal_student_lr:g}" if args.equal_student_lr else "")}
     if not args.only_equal:
         work.cached(keys["scratch"], lambda: scratch_mlp(work, args.seconds, k))
         teacher = work.cached(keys["teacher"], lambda: hash_teacher(work, args.teacher_seconds, k))
@@ -243,7 +253,8 @@ def main() -> None:
         if keys["equal_scratch"] not in work.done or keys["equal_pvd"] not in work.done:
             scene_dir = heldout_scene(work, args.scene)
         work.cached(keys["equal_scratch"], lambda: equal_scratch(work, scene_dir, args.equal_seconds))
-        work.cached(keys["equal_pvd"], lambda: equal_pvd(work, scene_dir, args.equal_seconds))
+        work.cached(keys["equal_pvd"], lambda: equal_pvd(work, scene_dir, args.equal_seconds,
+                                                         args.equal_teacher_share, args.equal_student_lr))
 
     # The report covers every finished part, run now or earlier.
     got = {name: work.done.get(key) for name, key in keys.items()}
@@ -280,7 +291,8 @@ def main() -> None:
              ["MLP distilled (pvd stage 2)", ep["student_train_seconds"], ep["student_steps"], ep["test_psnr"],
               ep["test_ssim"]]])
         sections.append(f"## Equal wall time, scene `{args.scene}` (80x80, 60 train views), "
-                        f"{args.equal_seconds:g} s in all\n\n{table}\n\n"
+                        f"{args.equal_seconds:g} s in all, {args.equal_teacher_share:g} of it for the teacher, "
+                        f"student lr {args.equal_student_lr or 'pvd default'}\n\n{table}\n\n"
                         f"PVD - scratch: {gain:+.2f} dB test PSNR (target >= +{TARGET_GAIN_DB:g} dB)\n")
     if not sections:
         print("nothing finished to report", file=sys.stderr)
