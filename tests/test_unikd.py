@@ -141,7 +141,9 @@ def test_sweep_over_the_uncertainty_threshold(tiny_room, tmp_path):
                           env={**os.environ, "MLFLOW_TRACKING_URI": uri}, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["method"] == "unikd" and set(summary["best_config"]) == {"unikd.threshold", "unikd.kd_weight"}
+    assert summary["method"] == "unikd"
+    assert set(summary["best_config"]) == {"unikd.threshold", "unikd.kd_weight", "supervision.uncertainty_floor"}
+    assert summary["best_config"]["supervision.uncertainty_floor"] in (0.1, 0.03, 0.01)
     assert 0.005 <= summary["best_config"]["unikd.threshold"] <= 0.2
     assert 0.5 <= summary["best_config"]["unikd.kd_weight"] <= 2.0
     assert 5 < summary["metrics"]["test/psnr"] < 60
@@ -157,3 +159,32 @@ def test_sweep_over_the_uncertainty_threshold(tiny_room, tmp_path):
         assert float(stages["chunk_1"].data.params["distill.uncertainty_threshold"]) == pytest.approx(
             float(trial.data.params["unikd.threshold"]))
     assert math.isfinite(summary["metrics"]["chunk_1/test/psnr"])
+
+
+def test_a_trial_stopped_mid_stream_frees_its_place_for_the_next(tiny_room, tmp_path):
+    """One trial at a time over a grid: the hopeless learning rate is stopped by ASHA at its first
+    report (after chunk_0) while its stream goes on to chunk_1; the next trial must still run."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = tmp_path / "lr.yaml"
+    space.write_text("search: grid\nscheduler: asha\ngrace_period: 1\nmetric: test/psnr\nmode: max\n"
+                     "space:\n  trainer.lr: {grid: [5.0e-3, 1.0e-7, 4.0e-3]}\n")
+    args = [f"tune_space={space}", *small(tiny_room, tmp_path / "out", steps=20), "unikd.chunks=2",
+            "unikd.baselines=[]", "unikd.mesh=false", "tracking.log_checkpoint=false", "tune.max_concurrent=1"]
+    proc = subprocess.run([sys.executable, "-m", "fieldkd.platform.cli", "sweep", *args], cwd=tmp_path,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": uri}, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    client = MlflowClient(uri)
+    parent = client.get_run(summary["run_id"])
+    assert parent.data.metrics["sweep/trials"] == 3
+    assert parent.data.metrics["sweep/errored"] == 0, proc.stderr[-4000:]
+    assert parent.data.metrics["sweep/stopped_early"] >= 1
+    trials = {t.data.params["trainer.lr"]: t for t in children_of(client, summary["run_id"])}
+    assert trials["1e-07"].data.tags["fieldkd.trial.stopped_early"] == "true"
+    # The trial after it ran its whole stream (ASHA may still stop it at its last report).
+    after = children(client, trials["0.004"].info.run_id)
+    assert set(after) == {"chunk_0", "chunk_1"} and after["chunk_1"].info.status == "FINISHED"
+
+
+def children_of(client, run_id):
+    return client.search_runs([client.get_run(run_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")

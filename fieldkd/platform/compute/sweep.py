@@ -307,10 +307,12 @@ def tune_config(settings: dict) -> tune.TuneConfig:
         from ray.tune.schedulers import FIFOScheduler
 
         scheduler = FIFOScheduler()
+    # No actor reuse: a trial that reports between stages (a stream's chunks) is still waiting on its
+    # next stage when ASHA stops it, so Tune cannot hand its actor on, and the next trial errored.
     return tune.TuneConfig(metric=settings["metric"], mode=settings["mode"], search_alg=search, scheduler=scheduler,
                            num_samples=int(settings["num_samples"]),
                            max_concurrent_trials=concurrent,
-                           trial_dirname_creator=trial_dirname, reuse_actors=True)
+                           trial_dirname_creator=trial_dirname, reuse_actors=False)
 
 
 def trial_dirname(trial) -> str:
