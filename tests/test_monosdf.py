@@ -271,11 +271,12 @@ def test_indoor_splits_follow_the_path(indoor, indoor_dir):
     assert names == ids["train"]
     assert sorted(p.name for p in indoor_dir.glob("*_rgb.png")) == [f"{i:06d}_rgb.png" for i in range(48)]
     assert not list(indoor_dir.glob("*_mask.npy"))
-    # Path order: camera centres move little between consecutive frame numbers, and go once round.
+    # Path order: camera centres move little between consecutive frame numbers, and the walk does
+    # not come back to where it began.
     frames = frames_by_number(indoor)
     by_frame = torch.stack([split.cameras.centers[k] for split, k in (frames[i] for i in range(48))])
     steps = (by_frame[1:] - by_frame[:-1]).norm(dim=-1)
-    assert steps.max() < 0.15 and (by_frame[0] - by_frame[-1]).norm() < 0.15
+    assert steps.max() < 0.15 and (by_frame[0] - by_frame[-1]).norm() > 5 * steps.max()
     assert torch.cdist(by_frame, by_frame).max() > 1.0
 
 
