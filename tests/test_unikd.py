@@ -37,10 +37,12 @@ def small(scene, out, steps=30):
             "tracking.system_metrics_s=0", f"output_dir={out}"]
 
 
+def children_of(client, run_id):
+    return client.search_runs([client.get_run(run_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
+
+
 def children(client, run_id):
-    found = client.search_runs([client.get_run(run_id).info.experiment_id],
-                               f"tags.`mlflow.parentRunId` = '{run_id}'")
-    return {r.data.tags["fieldkd.stage"]: r for r in found}
+    return {r.data.tags["fieldkd.stage"]: r for r in children_of(client, run_id)}
 
 
 def test_unikd_stream_with_every_baseline(tiny_room, tmp_path, mlflow_uri):
@@ -149,8 +151,7 @@ def test_sweep_over_the_uncertainty_threshold(tiny_room, tmp_path):
     assert 5 < summary["metrics"]["test/psnr"] < 60
 
     client = MlflowClient(uri)
-    trials = client.search_runs([client.get_run(summary["run_id"]).info.experiment_id],
-                                f"tags.`mlflow.parentRunId` = '{summary['run_id']}'")
+    trials = children_of(client, summary["run_id"])
     assert len(trials) == 2
     for trial in trials:
         # Each trial is a whole stream: its chunks are its own child runs, the threshold its param.
@@ -185,6 +186,3 @@ def test_a_trial_stopped_mid_stream_frees_its_place_for_the_next(tiny_room, tmp_
     after = children(client, trials["0.004"].info.run_id)
     assert set(after) == {"chunk_0", "chunk_1"} and after["chunk_1"].info.status == "FINISHED"
 
-
-def children_of(client, run_id):
-    return client.search_runs([client.get_run(run_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
