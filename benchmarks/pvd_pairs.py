@@ -3,6 +3,7 @@
     python benchmarks/pvd_pairs.py [--fields mlp,hash,kplanes,vm,grid]
         [--teacher-seconds 120] [--student-seconds 120]     # wall budget per stage (default)
         [--teacher-steps N] [--student-steps N]             # or step budgets (independent of machine load)
+        [--student-seconds-for mlp=240 ...]                 # a wall budget of its own for one student field
         [--eval-views N]                                    # score each pair on the first N test views
         [--workdir /tmp/fieldkd-bench/pvd_pairs]
 
@@ -10,9 +11,11 @@ One teacher per field is trained once on the default scene
 (`fieldkd run method=baseline field=A ...`), then every pair is distilled with
 `fieldkd run method=pvd teacher.run_id=<A's run> teacher.field=A student.field=B ...`
 (the teacher is only re-scored). A step budget, when given, replaces that stage's
-wall budget. Finished runs are kept in WORKDIR/pvd_pairs.progress.json, keyed by
-field and budget, so re-running resumes; every run goes to one MLflow store,
-WORKDIR/mlflow.db. Stage logs are kept in WORKDIR/logs.
+wall budget; --student-seconds-for gives one student field a wall budget of its own
+(an MLP needs several times a grid's: it is the slowest field per step).
+Finished runs are kept in WORKDIR/pvd_pairs.progress.json, keyed by field and
+budget, so re-running resumes; every run goes to one MLflow store, WORKDIR/mlflow.db.
+Stage logs are kept in WORKDIR/logs.
 
 Writes results/pvd_pairs.json (per pair: teacher and student test PSNR, the gap
 student - teacher, run ids, seconds), results/pvd_pairs.md (student PSNR and gap
@@ -120,6 +123,17 @@ def budget(steps: int | None, seconds: float, prefix: str = "") -> tuple[list[st
     return [f"{prefix}trainer.max_seconds={seconds}", f"{prefix}trainer.steps={HUGE_STEPS}"], f"{seconds:g}s"
 
 
+def student_seconds_for(items: list[str]) -> dict[str, float]:
+    """``["mlp=240"]`` -> ``{"mlp": 240.0}``."""
+    out = {}
+    for item in items:
+        field, sep, seconds = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--student-seconds-for {item!r}: expected FIELD=SECONDS")
+        out[field] = float(seconds)
+    return out
+
+
 def train_teacher(work: Work, field: str, overrides: list[str]) -> dict:
     summary = work.run(["method=baseline", f"field={field}", *overrides], f"teacher-{field}")
     final = work.client().get_run(summary["run_id"]).data.metrics
@@ -212,6 +226,8 @@ def main() -> None:
     parser.add_argument("--student-seconds", type=float, default=120.0, help="wall budget of a distillation")
     parser.add_argument("--teacher-steps", type=int, default=None, help="step budget instead of --teacher-seconds")
     parser.add_argument("--student-steps", type=int, default=None, help="step budget instead of --student-seconds")
+    parser.add_argument("--student-seconds-for", action="append", default=[], metavar="FIELD=SECONDS",
+                        help="the wall budget of every distillation into FIELD (repeatable)")
     parser.add_argument("--eval-views", type=int, default=None,
                         help="score teacher and student of each pair on the first N test views (default: all)")
     parser.add_argument("--workdir", default="/tmp/fieldkd-bench/pvd_pairs",
@@ -221,10 +237,17 @@ def main() -> None:
     fields = args.fields.split(",")
     work = Work(args.workdir, NAME)
     teacher_budget, teacher_tag = budget(args.teacher_steps, args.teacher_seconds)
-    student_budget, student_tag = budget(args.student_steps, args.student_seconds, prefix="student.")
-    if args.eval_views:  # both sides of a pair are scored on the same views, so the gap stays fair
-        student_budget = [*student_budget, f"eval.max_views={args.eval_views}"]
-        student_tag += f"/views{args.eval_views}"
+    own_seconds = student_seconds_for(args.student_seconds_for)
+
+    def student_budget(field: str) -> tuple[list[str], str]:
+        if field in own_seconds:
+            overrides, tag = budget(None, own_seconds[field], prefix="student.")
+        else:
+            overrides, tag = budget(args.student_steps, args.student_seconds, prefix="student.")
+        if args.eval_views:  # both sides of a pair are scored on the same views, so the gap stays fair
+            overrides, tag = [*overrides, f"eval.max_views={args.eval_views}"], f"{tag}/views{args.eval_views}"
+        return overrides, tag
+
     failures = []
 
     teachers = {}
@@ -241,9 +264,10 @@ def main() -> None:
         for s in fields:
             if t not in teachers:
                 continue
+            overrides, student_tag = student_budget(s)
             key = f"pair/{t}->{s}/{teacher_tag}/{student_tag}"
             try:
-                pairs[(t, s)] = work.cached(key, lambda t=t, s=s: distill_pair(work, teachers[t], s, student_budget))
+                pairs[(t, s)] = work.cached(key, lambda t=t, s=s, o=overrides: distill_pair(work, teachers[t], s, o))
             except RuntimeError as error:
                 print(error, file=sys.stderr, flush=True)
                 pairs[(t, s)] = {"teacher": t, "student": s, "error": str(error).splitlines()[0]}
@@ -253,9 +277,10 @@ def main() -> None:
                 print(f"  {t} -> {s}: teacher {p['teacher_psnr']:.2f}  student {p['student_psnr']:.2f}  "
                       f"gap {p['gap']:+.2f} dB", flush=True)
 
-    budgets = (f"teacher {args.teacher_steps} steps" if args.teacher_steps else
-               f"teacher {args.teacher_seconds:g} s") + ", " + \
-              (f"student {args.student_steps} steps" if args.student_steps else f"student {args.student_seconds:g} s")
+    budgets = ((f"teacher {args.teacher_steps} steps" if args.teacher_steps else f"teacher {args.teacher_seconds:g} s")
+               + ", " + (f"student {args.student_steps} steps" if args.student_steps
+                         else f"student {args.student_seconds:g} s")
+               + "".join(f" ({field} students {seconds:g} s)" for field, seconds in own_seconds.items()))
     done = [p for p in pairs.values() if "gap" in p]
     close = [p for p in done if p["gap"] >= -CLOSE_DB]
     mismatched = [f"{p['teacher']}->{p['student']}" for p in done
@@ -281,6 +306,7 @@ def main() -> None:
     payload = {"fields": fields, "teacher_seconds": None if args.teacher_steps else args.teacher_seconds,
                "student_seconds": None if args.student_steps else args.student_seconds,
                "teacher_steps": args.teacher_steps, "student_steps": args.student_steps,
+               "student_seconds_for": own_seconds,
                "close_db": CLOSE_DB, "teachers": teachers,
                "pairs": [pairs[(t, s)] for t in fields for s in fields if (t, s) in pairs],
                "failures": failures, "mlflow": {"tracking_uri": "WORKDIR/mlflow.db", "experiment": BENCH_EXPERIMENT}}
@@ -293,7 +319,8 @@ def main() -> None:
 
     tags = {f"pair.{p['teacher']}.{p['student']}": p["run_id"] for p in done}
     tags.update({f"teacher.{f}": t["run_id"] for f, t in teachers.items()})
-    params = {"fields": args.fields, "teacher_budget": teacher_tag, "student_budget": student_tag}
+    params = {"fields": args.fields, "teacher_budget": teacher_tag, "student_budget": student_budget("")[1],
+              **{f"student_seconds_for.{f}": v for f, v in own_seconds.items()}}
     metrics = {f"gap.{p['teacher']}.{p['student']}": p["gap"] for p in done}
     run_id = log_benchmark_run(work, NAME, params, tags, metrics, write)
     print(f"benchmark run {run_id} in {work.uri}")
