@@ -14,7 +14,6 @@ from fieldkd.platform.distill.store import (MARKER, StoreSource, TeacherStore, c
                                             store_schema, table_columns, write_store)
 from fieldkd.platform.distill.teacher import Teacher
 from fieldkd.platform.fields import build_field
-from fieldkd.platform.render.composite import alphas_from_densities, transmittance
 from fieldkd.platform.render.occupancy import OccupancyGrid
 from fieldkd.platform.scenes import load_scene
 
@@ -178,30 +177,3 @@ def test_ray_data_reads_the_same_rows(store):
     finally:
         context.execution_options.preserve_order = keep_order
         ray.shutdown()
-
-
-def test_culling_drops_exactly_the_samples_the_teacher_hides_and_keeps_its_render(setup, tmp_path):
-    scene, _, layout = setup
-    torch.manual_seed(0)
-    # Dense from the start (raw density ~ +4): light dies within a few samples of entering the box.
-    opaque = Teacher(build_field("hash", scene.aabb, backend="torch", n_levels=2, log2_hashmap_size=10,
-                                 density_bias=4.0))
-    eps = 1e-3
-    culled_layout = SampleLayout(layout.aabb, layout.near, layout.far, S, layout.background, layout.grid, eps)
-    full = fresh_source(scene, opaque, layout).next(BATCH)
-    culled = fresh_source(scene, opaque, culled_layout).next(BATCH)
-
-    light = transmittance(alphas_from_densities(full.dense(full.teacher.density), full.t_ends - full.t_starts))
-    assert torch.equal(culled.live, full.live & (light > eps))
-    assert 0 < int(culled.live.sum()) < int(full.live.sum())  # the teacher hides some samples, not all
-    kept = (light > eps)[full.live]
-    for name in ("raw_density", "density", "rgb", "feature"):
-        assert torch.equal(getattr(culled.teacher, name), getattr(full.teacher, name)[kept]), name
-    for name in ("positions", "t_starts", "teacher_rgb", "teacher_depth", "teacher_opacity"):
-        assert torch.equal(getattr(culled, name), getattr(full, name)), name  # the teacher's render is its own
-
-    # A store keeps the culled layout, and one written without culling is not mistaken for it.
-    write_store(tmp_path / "culled", fresh_source(scene, opaque, culled_layout), 1, BATCH)
-    assert_same_batch(StoreSource(tmp_path / "culled", culled_layout).next(BATCH), culled)
-    with pytest.raises(Exception, match="layout"):
-        StoreSource(tmp_path / "culled", layout)

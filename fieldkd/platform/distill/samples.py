@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from ..fields.output import FieldOutput
-from ..render.composite import alphas_from_densities, composite, transmittance
+from ..render.composite import composite
 from ..render.occupancy import OccupancyGrid
 from ..render.renderer import Renderer
 from ..render.samplers import ray_bounds, stratified
@@ -43,14 +43,11 @@ class SampleLayout:
     samples_per_ray: int
     background: torch.Tensor  # (3,)
     grid: OccupancyGrid | None = None  # live samples must lie in occupied cells
-    # > 0: a sample stays live only if the teacher lets more than this much light reach it.
-    # Points behind the teacher's surfaces change no render, and the student's cost is per point.
-    cull_transmittance: float = 0.0
 
     @classmethod
-    def from_renderer(cls, renderer: Renderer, cull_transmittance: float = 0.0) -> "SampleLayout":
+    def from_renderer(cls, renderer: Renderer) -> "SampleLayout":
         return cls(renderer.aabb, renderer.near, renderer.far, renderer.cfg.samples_per_ray,
-                   renderer.background, renderer.grid, float(cull_transmittance))
+                   renderer.background, renderer.grid)
 
     def grid_digest(self) -> str | None:
         """Identifies the occupancy the live samples follow (None without a grid)."""
@@ -62,8 +59,7 @@ class SampleLayout:
         """Plain data that identifies the layout (the grid is summarised by its occupancy)."""
         return {"aabb": [float(v) for v in self.aabb.reshape(-1).tolist()], "near": float(self.near),
                 "far": float(self.far), "samples_per_ray": int(self.samples_per_ray),
-                "background": [float(v) for v in self.background.tolist()],
-                "cull_transmittance": float(self.cull_transmittance)}
+                "background": [float(v) for v in self.background.tolist()]}
 
     def intervals(self, t_near: torch.Tensor, t_far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t_starts, t_ends, _ = stratified(t_near, t_far, self.samples_per_ray, jitter=False)
@@ -152,15 +148,6 @@ def teacher_render(layout: SampleLayout, densities: torch.Tensor, colours: torch
     return out
 
 
-def cull_hidden(live: torch.Tensor, samples: TeacherSamples, light: torch.Tensor,
-                eps: float) -> tuple[torch.Tensor, TeacherSamples]:
-    """Drop the live samples that receive at most ``eps`` of the teacher's light (R, S)."""
-    lit = light > eps
-    kept = lit[live]
-    return live & lit, TeacherSamples(samples.raw_density[kept], samples.density[kept], samples.rgb[kept],
-                                      samples.feature[kept] if samples.feature is not None else None)
-
-
 class OnTheFlySource:
     """Inquire, lay out points, ask the teacher: one :class:`DistillBatch` per call.
 
@@ -193,9 +180,6 @@ class OnTheFlySource:
         densities[live] = samples.density
         colours[live] = samples.rgb
         render = teacher_render(self.layout, densities, colours, t_starts, t_ends, rays.z_scale)
-        if self.layout.cull_transmittance > 0:
-            light = transmittance(alphas_from_densities(densities, t_ends - t_starts))
-            live, samples = cull_hidden(live, samples, light, self.layout.cull_transmittance)
         n_rays = len(rays)
         row = torch.arange(self.rows, self.rows + n_rays, dtype=torch.long, device=self.device)
         pose = (inquiry.pose_index.to(self.device) if inquiry.pose_index is not None

@@ -81,13 +81,9 @@ def distill_config(cfg: dict) -> DistillConfig:
                                     "total_steps": int(cfg["trainer"]["steps"])})
 
 
-def layout_of(cfg: dict, renderer: Renderer) -> SampleLayout:
-    return SampleLayout.from_renderer(renderer, cfg["distill"].get("cull_transmittance") or 0.0)
-
-
 def fly_source(cfg: dict, scene: Scene, teacher: Teacher, renderer: Renderer, seed: int, device) -> OnTheFlySource:
     inquirer = make_inquirer(cfg["distill"]["inquirer"], scene, seed)
-    return OnTheFlySource(inquirer, teacher, layout_of(cfg, renderer), seed=seed, device=device)
+    return OnTheFlySource(inquirer, teacher, SampleLayout.from_renderer(renderer), seed=seed, device=device)
 
 
 def store_path(checkpoint_dir: Path) -> Path:
@@ -105,7 +101,7 @@ def batch_source(cfg: dict, scene: Scene, teacher: Teacher, renderer: Renderer, 
                  batches=None, batch_rays: int, rank: int = 0):
     """Where a stage's batches come from: a Ray Data shard of the store (Ray Train
     workers), the store read in order, or the teacher asked on the fly (seeded by rank)."""
-    layout = layout_of(cfg, renderer)
+    layout = SampleLayout.from_renderer(renderer)
     if batches is not None:
         return DatasetShardSource(batches, layout.samples_per_ray, batch_rays, device)
     if cfg["distill"]["source"] == "store":
