@@ -4,6 +4,7 @@
         [--teacher-seconds 120] [--student-seconds 120]     # wall budget per stage (default)
         [--teacher-steps N] [--student-steps N]             # or step budgets (independent of machine load)
         [--student-seconds-for mlp=240 ...]                 # a wall budget of its own for one student field
+        [--pvd KEY=VALUE ...]                               # overrides of every distillation run
         [--eval-views N]                                    # score each pair on the first N test views
         [--workdir /tmp/fieldkd-bench/pvd_pairs]
 
@@ -123,6 +124,10 @@ def budget(steps: int | None, seconds: float, prefix: str = "") -> tuple[list[st
     return [f"{prefix}trainer.max_seconds={seconds}", f"{prefix}trainer.steps={HUGE_STEPS}"], f"{seconds:g}s"
 
 
+def payload_command() -> str:
+    return "python benchmarks/pvd_pairs.py " + " ".join(sys.argv[1:])
+
+
 def student_seconds_for(items: list[str]) -> dict[str, float]:
     """``["mlp=240"]`` -> ``{"mlp": 240.0}``."""
     out = {}
@@ -228,6 +233,8 @@ def main() -> None:
     parser.add_argument("--student-steps", type=int, default=None, help="step budget instead of --student-seconds")
     parser.add_argument("--student-seconds-for", action="append", default=[], metavar="FIELD=SECONDS",
                         help="the wall budget of every distillation into FIELD (repeatable)")
+    parser.add_argument("--pvd", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override of every pvd run, e.g. distill.weights.density=0.2 (repeatable)")
     parser.add_argument("--eval-views", type=int, default=None,
                         help="score teacher and student of each pair on the first N test views (default: all)")
     parser.add_argument("--workdir", default="/tmp/fieldkd-bench/pvd_pairs",
@@ -246,7 +253,7 @@ def main() -> None:
             overrides, tag = budget(args.student_steps, args.student_seconds, prefix="student.")
         if args.eval_views:  # both sides of a pair are scored on the same views, so the gap stays fair
             overrides, tag = [*overrides, f"eval.max_views={args.eval_views}"], f"{tag}/views{args.eval_views}"
-        return overrides, tag
+        return [*overrides, *args.pvd], tag + "".join(f"/{o}" for o in args.pvd)
 
     failures = []
 
@@ -287,6 +294,7 @@ def main() -> None:
                   if abs(p["teacher_psnr"] - teachers[p["teacher"]]["test_psnr"]) > 1e-3]
     table = "\n".join([
         f"PVD on the default scene: every teacher x student pair; {budgets}; 2 CPU cores.",
+        f"Command: `{payload_command()}`",
         ("Rows: the teacher (trained once by `method=baseline`), columns: the student. "
          f"**Bold**: the student is within {CLOSE_DB} dB of its teacher."),
         "",
@@ -306,7 +314,8 @@ def main() -> None:
     payload = {"fields": fields, "teacher_seconds": None if args.teacher_steps else args.teacher_seconds,
                "student_seconds": None if args.student_steps else args.student_seconds,
                "teacher_steps": args.teacher_steps, "student_steps": args.student_steps,
-               "student_seconds_for": own_seconds,
+               "student_seconds_for": own_seconds, "pvd_overrides": args.pvd,
+               "command": payload_command(),
                "close_db": CLOSE_DB, "teachers": teachers,
                "pairs": [pairs[(t, s)] for t in fields for s in fields if (t, s) in pairs],
                "failures": failures, "mlflow": {"tracking_uri": "WORKDIR/mlflow.db", "experiment": BENCH_EXPERIMENT}}

@@ -1,15 +1,18 @@
 """The hash -> mlp speed claim: distilling a fast teacher beats training the MLP from scratch.
 
     python benchmarks/pvd_speed.py [--seconds 600] [--teacher-seconds 60] [--student-seconds 240]
-        [--eval-every 50] [--distill-eval-every 25] [--equal-seconds 240] [--skip-equal | --only-equal]
+        [--eval-every 50] [--teacher-eval-every 50] [--distill-eval-every 25] [--pvd KEY=VALUE ...]
+        [--equal-seconds 240] [--equal-teacher-share 0.5] [--skip-equal | --only-equal]
         [--workdir /tmp/fieldkd-bench/pvd_speed]
 
 1. Time to quality, default scene (skipped by --only-equal):
    - scratch: `fieldkd run method=baseline field=mlp trainer.max_seconds=SECONDS trainer.eval_every=K`;
-   - distillation: `method=baseline field=hash trainer.max_seconds=TEACHER_SECONDS` (the teacher),
-     then `method=pvd teacher.run_id=<it> student.field=mlp student.trainer.max_seconds=STUDENT_SECONDS
-     trainer.eval_every=K2`; its curve starts at the teacher's training seconds. K2 (default 25)
-     is finer than K (default 50): the first minute of distillation decides the factor.
+   - distillation: `method=baseline field=hash trainer.max_seconds=TEACHER_SECONDS
+     trainer.eval_every=KT` (the teacher; KT=0: no periodic evaluation, so none of its
+     budget goes to scoring itself), then `method=pvd teacher.run_id=<it> student.field=mlp
+     student.trainer.max_seconds=STUDENT_SECONDS trainer.eval_every=K2`; its curve starts at
+     the teacher's training seconds. K2 (default 25) is finer than K (default 50): the first
+     minute of distillation decides the factor.
    P* is the scratch MLP's best validation PSNR (on `eval.periodic_views` val views) within
    SECONDS; the factor is the time the scratch run first reached P* over the time teacher +
    distillation first reached it (target >= 5). Time is the stages' `train/seconds` less the
@@ -95,10 +98,11 @@ def hash_teacher(work: Work, seconds: float, k: int) -> dict:
             "wall_seconds": summary["wall_seconds"]}
 
 
-def distill_mlp(work: Work, teacher: dict, seconds: float, k: int) -> dict:
+def distill_mlp(work: Work, teacher: dict, seconds: float, k: int, extra: tuple[str, ...] = ()) -> dict:
     summary = work.run(["method=pvd", f"teacher.run_id={teacher['run_id']}", "teacher.field=hash",
                         "student.field=mlp", f"student.trainer.max_seconds={seconds}",
-                        f"student.trainer.steps={HUGE_STEPS}", "tracking.log_checkpoint=false", *eval_overrides(k)],
+                        f"student.trainer.steps={HUGE_STEPS}", "tracking.log_checkpoint=false", *eval_overrides(k),
+                        *extra],
                        f"speed-distill-mlp-{seconds:g}s")
     student = child_runs(work.client(), summary["run_id"])["student"]
     final = student.data.metrics
@@ -134,13 +138,12 @@ def equal_scratch(work: Work, scene_dir: Path, seconds: float) -> dict:
 
 
 def equal_pvd(work: Work, scene_dir: Path, seconds: float, teacher_share: float = 0.5,
-              student_lr: float | None = None) -> dict:
+              extra: tuple[str, ...] = ()) -> dict:
     teacher = seconds * teacher_share
-    lr = [f"student.trainer.lr={student_lr}"] if student_lr else []
     summary = work.run(["method=pvd", "scene=blender", f"scene.path={scene_dir}", "teacher.field=hash",
                         "student.field=mlp", f"teacher.trainer.max_seconds={teacher}",
                         f"student.trainer.max_seconds={seconds - teacher}", f"trainer.steps={HUGE_STEPS}",
-                        "trainer.eval_every=0", "tracking.log_checkpoint=false", *lr],
+                        "trainer.eval_every=0", "tracking.log_checkpoint=false", *extra],
                        f"equal-pvd-hash-mlp-{seconds:g}s-teacher{teacher_share:g}")
     stages = child_runs(work.client(), summary["run_id"])
     t, s = stages["teacher"].data.metrics, stages["student"].data.metrics
@@ -218,13 +221,15 @@ def main() -> None:
     parser.add_argument("--student-seconds", type=float, default=240.0, help="distillation wall budget")
     parser.add_argument("--eval-every", type=int, default=50,
                         help="val/psnr every K steps, scratch and teacher runs (a multiple of 25)")
+    parser.add_argument("--teacher-eval-every", type=int, default=None,
+                        help="the teacher's val/psnr every KT steps (default: K; 0: never, its curve is not drawn)")
     parser.add_argument("--distill-eval-every", type=int, default=25,
                         help="val/psnr every K2 steps of the distillation (a multiple of 25)")
     parser.add_argument("--equal-seconds", type=float, default=240.0, help="equal wall budget on the held-out scene")
     parser.add_argument("--equal-teacher-share", type=float, default=0.5,
                         help="share of the equal budget that trains the teacher (the rest distils)")
-    parser.add_argument("--equal-student-lr", type=float, default=None,
-                        help="the distilled MLP's learning rate (default: pvd's, 1e-3)")
+    parser.add_argument("--pvd", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override of both parts' pvd runs, e.g. student.trainer.lr=0.003 (repeatable)")
     parser.add_argument("--scene", default="heldout", help="generated scene of the equal-time part")
     part = parser.add_mutually_exclusive_group()
     part.add_argument("--skip-equal", action="store_true", help="only the time-to-quality part")
@@ -238,28 +243,33 @@ def main() -> None:
 
     work = Work(args.workdir, NAME)
     k, k2 = args.eval_every, args.distill_eval_every
+    kt = k if args.teacher_eval_every is None else args.teacher_eval_every
+    extra = tuple(args.pvd)
+    extra_tag = "".join(f"/{o}" for o in extra)
     keys = {"scratch": f"speed/scratch-mlp/{args.seconds:g}s/every{k}",
-            "teacher": f"speed/teacher-hash/{args.teacher_seconds:g}s/every{k}",
-            "distill": f"speed/distill-mlp/{args.teacher_seconds:g}s/every{k}+{args.student_seconds:g}s/every{k2}",
+            "teacher": f"speed/teacher-hash/{args.teacher_seconds:g}s/every{kt}",
+            "distill": (f"speed/distill-mlp/{args.teacher_seconds:g}s/every{kt}+{args.student_seconds:g}s/every{k2}"
+                        + extra_tag),
             "equal_scratch": f"equal/{args.scene}/scratch-mlp/{args.equal_seconds:g}s",
             "equal_pvd": f"equal/{args.scene}/pvd-hash-mlp/{args.equal_seconds:g}s" + (
-                f"/teacher{args.equal_teacher_share:g}" if args.equal_teacher_share != 0.5 else "") + (
-                f"/lr{args.equal_student_lr:g}" if args.equal_student_lr else "")}
+                f"/teacher{args.equal_teacher_share:g}" if args.equal_teacher_share != 0.5 else "") + extra_tag}
     if not args.only_equal:
         work.cached(keys["scratch"], lambda: scratch_mlp(work, args.seconds, k))
-        teacher = work.cached(keys["teacher"], lambda: hash_teacher(work, args.teacher_seconds, k))
-        work.cached(keys["distill"], lambda: distill_mlp(work, teacher, args.student_seconds, k2))
+        teacher = work.cached(keys["teacher"], lambda: hash_teacher(work, args.teacher_seconds, kt))
+        work.cached(keys["distill"], lambda: distill_mlp(work, teacher, args.student_seconds, k2, extra))
     if not args.skip_equal:
         if keys["equal_scratch"] not in work.done or keys["equal_pvd"] not in work.done:
             scene_dir = heldout_scene(work, args.scene)
         work.cached(keys["equal_scratch"], lambda: equal_scratch(work, scene_dir, args.equal_seconds))
         work.cached(keys["equal_pvd"], lambda: equal_pvd(work, scene_dir, args.equal_seconds,
-                                                         args.equal_teacher_share, args.equal_student_lr))
+                                                         args.equal_teacher_share, extra))
 
     # The report covers every finished part, run now or earlier.
     got = {name: work.done.get(key) for name, key in keys.items()}
-    payload = {"seconds": args.seconds, "teacher_seconds": args.teacher_seconds,
-               "student_seconds": args.student_seconds, "eval_every": k, "distill_eval_every": k2,
+    payload = {"command": "python benchmarks/pvd_speed.py " + " ".join(sys.argv[1:]),
+               "seconds": args.seconds, "teacher_seconds": args.teacher_seconds,
+               "student_seconds": args.student_seconds, "eval_every": k, "teacher_eval_every": kt,
+               "distill_eval_every": k2, "pvd_overrides": list(extra),
                "equal_seconds": args.equal_seconds, "scene": args.scene, "runs": got}
     sections, metrics, png = [], {}, None
     if got["scratch"] and got["teacher"] and got["distill"]:
@@ -276,7 +286,8 @@ def main() -> None:
               max((p["psnr"] for p in te["curve"]), default=float("nan")), te["test_psnr"]],
              ["MLP distilled from it", args.student_seconds, di["steps"], di["train_seconds"],
               max((p["psnr"] for p in di["curve"]), default=float("nan")), di["test_psnr"]]])
-        sections.append(f"## Time to quality, default scene (val PSNR every {k} steps, distillation every {k2})"
+        sections.append(f"## Time to quality, default scene (val PSNR every {k} steps, teacher every {kt or 'never'}, "
+                        f"distillation every {k2}; pvd {' '.join(extra) or 'defaults'})"
                         f"\n\n{table}\n\n{text}\n")
         png = RESULTS / f"{NAME}.png"
     if got["equal_scratch"] and got["equal_pvd"]:
@@ -292,12 +303,13 @@ def main() -> None:
               ep["test_ssim"]]])
         sections.append(f"## Equal wall time, scene `{args.scene}` (80x80, 60 train views), "
                         f"{args.equal_seconds:g} s in all, {args.equal_teacher_share:g} of it for the teacher, "
-                        f"student lr {args.equal_student_lr or 'pvd default'}\n\n{table}\n\n"
+                        f"pvd {' '.join(extra) or 'defaults'}\n\n{table}\n\n"
                         f"PVD - scratch: {gain:+.2f} dB test PSNR (target >= +{TARGET_GAIN_DB:g} dB)\n")
     if not sections:
         print("nothing finished to report", file=sys.stderr)
         sys.exit(1)
-    report = "# hash -> mlp PVD against the MLP from scratch, 2 CPU cores\n\n" + "\n".join(sections)
+    report = ("# hash -> mlp PVD against the MLP from scratch, 2 CPU cores\n\n"
+              f"Command: `{payload['command']}`\n\n" + "\n".join(sections))
 
     def write(run_id: str) -> list[Path]:
         payload["mlflow"] = {"tracking_uri": "WORKDIR/mlflow.db", "run_id": run_id}
@@ -310,8 +322,8 @@ def main() -> None:
 
     tags = {f"run.{name}": entry["run_id"] for name, entry in got.items() if entry}
     params = {"seconds": args.seconds, "teacher_seconds": args.teacher_seconds,
-              "student_seconds": args.student_seconds, "eval_every": k, "distill_eval_every": k2,
-              "equal_seconds": args.equal_seconds}
+              "student_seconds": args.student_seconds, "eval_every": k, "teacher_eval_every": kt,
+              "distill_eval_every": k2, "equal_seconds": args.equal_seconds, "pvd_overrides": " ".join(extra)}
     run_id = log_benchmark_run(work, NAME, params, tags, metrics, write)
     print(f"benchmark run {run_id} in {work.uri}")
 
