@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from fieldkd.platform.distill.teacher import Teacher, load_teacher, teacher_from_run
+from fieldkd.platform.distill.teacher import Teacher, inherit_colour_head, load_teacher, teacher_from_run
 from fieldkd.platform.fields import build_field
 from fieldkd.platform.render import RenderConfig, Renderer
 from fieldkd.platform.scenes import load_scene
@@ -90,6 +90,29 @@ def test_checkpoint_teacher_answers_as_the_trained_field_and_is_frozen(trained):
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.field.parameters(), strict=True))
 
 
+def test_a_student_that_inherits_the_colour_head_reproduces_the_teacher_from_its_feature(trained):
+    scene, field, _, _ = trained
+    teacher = Teacher(field)
+    points, dirs = probe(scene, 200)
+    want = teacher.query(points, dirs)
+    torch.manual_seed(1)
+    student = build_field("mlp", scene.aabb, n_frequencies=4, depth=2, width=32, skips=[])
+    taught = lambda: student.colour(want.feature[:, 1:], dirs)  # noqa: E731  the student's head on the teacher's feature
+    assert not torch.allclose(taught(), want.rgb, atol=1e-3)  # a fresh head colours the feature otherwise
+    assert inherit_colour_head(student, teacher)
+    assert torch.allclose(taught(), want.rgb, atol=1e-6)
+    assert all(p.requires_grad for p in student.colour.parameters())  # it goes on learning; the teacher's does not
+    assert not any(p.requires_grad for p in teacher.field.colour.parameters())
+
+    # Nothing to inherit: a grid has no colour head, and a head of another shape is left alone.
+    grid = build_field("grid", scene.aabb, resolution=8)
+    assert not inherit_colour_head(grid, teacher)
+    wider = build_field("mlp", scene.aabb, n_frequencies=4, depth=2, width=32, skips=[], color_hidden=32)
+    before = [p.clone() for p in wider.colour.parameters()]
+    assert not inherit_colour_head(wider, teacher)
+    assert all(torch.equal(a, b) for a, b in zip(before, wider.colour.parameters(), strict=True))
+
+
 def test_checkpoint_teacher_rejects_another_scene_box(trained):
     scene, _, _, checkpoint = trained
     with pytest.raises(ValueError, match="aabb"):
@@ -120,3 +143,19 @@ def test_teacher_from_an_mlflow_run_and_from_a_pipeline_stage(trained, mlflow_ur
     orphan.log_artifact(checkpoint, "checkpoints")
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         teacher_from_run(orphan.run_id)
+
+
+@pytest.mark.parametrize("inherit", [True, False])
+def test_a_distillation_stage_inherits_the_colour_head_when_asked(trained, tiny_blender, tmp_path, inherit):
+    from fieldkd.platform.cli import compose_config
+    from fieldkd.platform.distill.stage import TeacherRef
+    from fieldkd.platform.stages import StageRequest, build_parts
+
+    _, field, _, checkpoint = trained
+    cfg = compose_config(["scene=blender", f"scene.path={tiny_blender}", "field=mlp", f"output_dir={tmp_path}",
+                          f"distill.inherit_colour_head={str(inherit).lower()}"])
+    request = StageRequest("student", "unused", "unused", str(tmp_path), cfg, task="distill",
+                           teacher=TeacherRef(str(checkpoint), FIELD))
+    parts = build_parts(request, torch.device("cpu"))
+    same = [torch.equal(a, b) for a, b in zip(parts.field.colour.parameters(), field.colour.parameters(), strict=True)]
+    assert all(same) if inherit else not any(same)

@@ -225,9 +225,12 @@ def build_parts(request: StageRequest, device: torch.device) -> StageParts:
         teacher = request.teacher.load(scene, cfg, device)
     if request.task == "distill":
         from .distill.samples import occupancy_from_teacher
+        from .distill.teacher import inherit_colour_head
 
         teacher = request.teacher.load(scene, cfg, device)
         occupancy_from_teacher(renderer, teacher)  # the student marches the teacher's grid: the same points
+        if cfg["distill"].get("inherit_colour_head") and request.init is None:
+            inherit_colour_head(field, teacher)
     return StageParts(scene, field, renderer, backend, teacher)
 
 

@@ -232,3 +232,23 @@ def fetch_teacher(run_id: str, folder: str | Path, tracking_uri: str | None = No
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
             Path(client.download_artifacts(source, CHECKPOINT_ARTIFACT, tmp)).rename(path)
     return path, cfg["field"], source
+
+
+@torch.no_grad()
+def inherit_colour_head(student: torch.nn.Module, teacher: Teacher) -> bool:
+    """Start the student from the teacher's colour head, where both fields have one of the same shape.
+
+    In the shared form the 16-d feature (raw density, then 15 values for the colour
+    head) fixes everything a field outputs once the heads agree: a student that
+    matches the teacher's feature then reproduces it, instead of also learning the
+    view-dependent colour mapping from scratch. Returns whether the head was copied.
+    """
+    mine, theirs = getattr(student, "colour", None), getattr(teacher.field, "colour", None)
+    if mine is None or theirs is None:
+        return False
+    source = theirs.state_dict()
+    target = mine.state_dict()
+    if source.keys() != target.keys() or any(source[k].shape != target[k].shape for k in source):
+        return False
+    mine.load_state_dict(source)
+    return True
