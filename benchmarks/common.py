@@ -29,6 +29,11 @@ def run_cli(args: list[str], env: dict | None = None, cwd: str | Path | None = N
     return summary
 
 
+def command_line() -> str:
+    """How this benchmark was started, for its results: ``python benchmarks/NAME.py ARGS``."""
+    return " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+
+
 def metric_history(run_id: str, key: str, tracking_uri: str) -> list[tuple[int, float]]:
     from mlflow.tracking import MlflowClient
 

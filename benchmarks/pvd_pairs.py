@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, write_results  # noqa: E402
+from common import RESULTS, command_line, write_results  # noqa: E402
 
 NAME = "pvd_pairs"
 HUGE_STEPS = 1_000_000  # a step budget no stage reaches: the wall budget stops it
@@ -122,10 +122,6 @@ def budget(steps: int | None, seconds: float, prefix: str = "") -> tuple[list[st
     if steps:
         return [f"{prefix}trainer.steps={steps}"], f"{steps}steps"
     return [f"{prefix}trainer.max_seconds={seconds}", f"{prefix}trainer.steps={HUGE_STEPS}"], f"{seconds:g}s"
-
-
-def payload_command() -> str:
-    return "python benchmarks/pvd_pairs.py " + " ".join(sys.argv[1:])
 
 
 def student_seconds_for(items: list[str]) -> dict[str, float]:
@@ -294,7 +290,7 @@ def main() -> None:
                   if abs(p["teacher_psnr"] - teachers[p["teacher"]]["test_psnr"]) > 1e-3]
     table = "\n".join([
         f"PVD on the default scene: every teacher x student pair; {budgets}; 2 CPU cores.",
-        f"Command: `{payload_command()}`",
+        f"Command: `{command_line()}`",
         ("Rows: the teacher (trained once by `method=baseline`), columns: the student. "
          f"**Bold**: the student is within {CLOSE_DB} dB of its teacher."),
         "",
@@ -315,7 +311,7 @@ def main() -> None:
                "student_seconds": None if args.student_steps else args.student_seconds,
                "teacher_steps": args.teacher_steps, "student_steps": args.student_steps,
                "student_seconds_for": own_seconds, "pvd_overrides": args.pvd,
-               "command": payload_command(),
+               "command": command_line(),
                "close_db": CLOSE_DB, "teachers": teachers,
                "pairs": [pairs[(t, s)] for t in fields for s in fields if (t, s) in pairs],
                "failures": failures, "mlflow": {"tracking_uri": "WORKDIR/mlflow.db", "experiment": BENCH_EXPERIMENT}}

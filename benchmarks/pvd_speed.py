@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, markdown_table, metric_history, write_results  # noqa: E402
+from common import RESULTS, command_line, markdown_table, metric_history, write_results  # noqa: E402
 from pvd_pairs import HUGE_STEPS, Work, child_runs, log_benchmark_run  # noqa: E402
 
 NAME = "pvd_speed"
@@ -266,7 +266,7 @@ def main() -> None:
 
     # The report covers every finished part, run now or earlier.
     got = {name: work.done.get(key) for name, key in keys.items()}
-    payload = {"command": "python benchmarks/pvd_speed.py " + " ".join(sys.argv[1:]),
+    payload = {"command": command_line(),
                "seconds": args.seconds, "teacher_seconds": args.teacher_seconds,
                "student_seconds": args.student_seconds, "eval_every": k, "teacher_eval_every": kt,
                "distill_eval_every": k2, "pvd_overrides": list(extra),

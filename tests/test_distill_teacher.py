@@ -97,7 +97,10 @@ def test_a_student_that_inherits_the_colour_head_reproduces_the_teacher_from_its
     want = teacher.query(points, dirs)
     torch.manual_seed(1)
     student = build_field("mlp", scene.aabb, n_frequencies=4, depth=2, width=32, skips=[])
-    taught = lambda: student.colour(want.feature[:, 1:], dirs)  # noqa: E731  the student's head on the teacher's feature
+
+    def taught():  # the student's colour head on the teacher's feature
+        return student.colour(want.feature[:, 1:], dirs)
+
     assert not torch.allclose(taught(), want.rgb, atol=1e-3)  # a fresh head colours the feature otherwise
     assert inherit_colour_head(student, teacher)
     assert torch.allclose(taught(), want.rgb, atol=1e-6)
