@@ -176,6 +176,30 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen, log: Path):
     pytest.fail(f"timed out:\n{log.read_text()[-4000:]}")
 
 
+def test_a_sweep_that_loses_a_trial_prints_its_best_and_exits_3(tmp_path, tiny_blender):
+    """One trial builds a hash grid too large to index (log2 size 40): it errors inside Ray, after
+    the sweep started. The sweep still reports the trial that finished, but its exit code says
+    that part of it failed, and the parent run counts the errored trial."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = write_space(tmp_path / "size.yaml", "search: grid\nscheduler: fifo\n"
+                                                "space:\n  field.log2_hashmap_size: {grid: [12, 40]}\n")
+    args = [f"tune_space={space}", *tiny(tiny_blender, tmp_path / "out", steps=20), "tune.max_concurrent=1",
+            "tune.max_failures=0"]
+    proc = subprocess.run(cli(args), cwd=tmp_path, env=environment(uri), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 3, proc.stderr[-4000:]
+    assert "1 trial(s) errored" in proc.stderr.strip().splitlines()[-1]
+    summary = summary_of(proc.stdout)
+    assert summary["best_config"] == {"field.log2_hashmap_size": 12}
+    assert math.isfinite(summary["metrics"]["test/psnr"])
+
+    client = MlflowClient(uri)
+    parent = client.get_run(summary["run_id"])
+    assert parent.data.metrics["sweep/errored"] == 1 and parent.data.metrics["sweep/finished"] == 1
+    statuses = {t.data.params["field.log2_hashmap_size"]: t.info.status for t in children(client, summary["run_id"])}
+    assert statuses == {"12": "FINISHED", "40": "FAILED"}, statuses
+
+
 def test_killed_sweep_resumes(tmp_path, tiny_blender):
     """SIGKILL the sweep's process group (driver, Ray, trials) while its second trial trains, after the
     first finished; ``resume=`` finishes it without rerunning the first trial and continues the

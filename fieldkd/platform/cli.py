@@ -18,10 +18,11 @@ import sys
 import time
 from importlib.metadata import entry_points
 
-from .errors import InputError
+from .errors import InputError, PartialFailure
 from .summary import finite
 
 EXIT_BAD_INPUT = 2
+EXIT_PARTIAL = 3  # a result, with part of the work failed (a sweep's errored trials)
 EXIT_INTERRUPTED = 130
 METHOD_GROUP = "fieldkd.methods"
 
@@ -108,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fieldkd: {exc}", file=sys.stderr)
             return EXIT_INTERRUPTED
         raise
+    except PartialFailure as exc:
+        print(f"fieldkd: error: {exc}", file=sys.stderr)
+        stdout.write(json.dumps(exc.summary) + "\n")
+        stdout.flush()
+        return EXIT_PARTIAL
     except Exception as exc:
         if (bad := input_error_in(exc)) is not None:
             print(f"fieldkd: error: {bad}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Errors that the CLI turns into one line and exit code 2."""
+"""Errors that the CLI turns into one line and an exit code: 2 for bad input, 3 for a partial failure."""
 
 from __future__ import annotations
 
@@ -16,3 +16,12 @@ class InputError(Exception):
     def __reduce__(self):
         # Rebuild from both fields, so the error survives the trip back from a Ray worker.
         return (type(self), (self.where, self.problem))
+
+
+class PartialFailure(Exception):
+    """A command that has a result although part of its work failed (a sweep with errored
+    trials): the CLI still prints ``summary`` as its summary line, then exits with code 3."""
+
+    def __init__(self, message: str, summary: dict):
+        self.summary = summary
+        super().__init__(message)

@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 from ray import tune
 
-from ..errors import InputError
+from ..errors import InputError, PartialFailure
 from ..stages import scene_label
 from ..summary import finite, is_finite
 from ..tracking import Run, flatten
@@ -103,13 +103,18 @@ def sweep_command(args: list[str]) -> dict:
                 stack.enter_context(_working_directory(spec.workdir))
         else:
             parent = spec = None
-        summary = _sweep(parent, spec, space_name, overrides, resume)
+        summary, errored = _sweep(parent, spec, space_name, overrides, resume)
     summary["seconds"] = round(time.perf_counter() - started, 3)
+    if errored:  # a best trial exists, but a sweep that lost trials must not pass for a clean one
+        raise PartialFailure(f"sweep {summary['run_id']}: {errored} trial(s) errored; their runs in MLflow "
+                             f"carry the error (continue it with: fieldkd sweep resume={summary['run_id']})",
+                             summary)
     return summary
 
 
 def _sweep(parent: Run | None, spec: SweepSpec | None, space_name: str | None, overrides: list[str],
-           resume: str | None) -> dict:
+           resume: str | None) -> tuple[dict, int]:
+    """The sweep's summary and how many of its trials errored."""
     from ..cli import compose_config
 
     if resume:
@@ -147,9 +152,9 @@ def _sweep(parent: Run | None, spec: SweepSpec | None, space_name: str | None, o
             import ray
 
             ray.shutdown()
-    metrics, best_config = best
+    metrics, best_config, errored = best
     return {"run_id": parent.run_id, "method": cfg["method"]["name"], "metrics": finite(metrics),
-            "best_config": best_config, "seconds": None}
+            "best_config": best_config, "seconds": None}, errored
 
 
 def parse_arguments(args: list[str]) -> tuple[str | None, str | None, list[str]]:
@@ -237,9 +242,10 @@ def recorded_sweep(run_id: str, space_name: str | None, overrides: list[str]) ->
 
 # -- Tune --------------------------------------------------------------------------------------
 
-def run_tuner(parent: Run, space: TuneSpace, settings: dict, spec: SweepSpec, resuming: bool) -> tuple[dict, dict]:
+def run_tuner(parent: Run, space: TuneSpace, settings: dict, spec: SweepSpec,
+              resuming: bool) -> tuple[dict, dict, int]:
     """Run the trials on Tune (restoring the experiment when resuming); returns the best trial's
-    metrics and sampled values, also logged on the parent run."""
+    metrics and sampled values, also logged on the parent run, and the number of errored trials."""
     sweep_dir = Path(spec.output_dir) / parent.run_id
     records = sweep_dir / "trials"
     records.mkdir(parents=True, exist_ok=True)
@@ -278,7 +284,7 @@ def run_tuner(parent: Run, space: TuneSpace, settings: dict, spec: SweepSpec, re
     if results.num_terminated + results.num_errors < len(results):
         raise SweepInterrupted(interrupted(parent))
     settle_leftovers(parent, outcomes)
-    return log_best(parent, outcomes, settings)
+    return (*log_best(parent, outcomes, settings), sum(o.error for o in outcomes))
 
 
 def interrupted(parent: Run) -> str:
