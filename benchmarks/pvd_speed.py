@@ -315,10 +315,11 @@ def main() -> None:
             [["MLP from scratch", args.seconds, sc["steps"], sc["train_seconds"],
               max(p["psnr"] for p in sc["curve"]), sc["test_psnr"]],
              ["hash teacher", args.teacher_seconds, te["steps"], te["train_seconds"],
-              max((p["psnr"] for p in te["curve"]), default=float("nan")), te["test_psnr"]],
+              max((p["psnr"] for p in te["curve"]), default="-"), te["test_psnr"]],
              ["MLP distilled from it", args.student_seconds, di["steps"], di["train_seconds"],
-              max((p["psnr"] for p in di["curve"]), default=float("nan")), di["test_psnr"]]])
-        sections.append(f"## Time to quality, default scene (val PSNR every {k} steps, teacher every {kt or 'never'}, "
+              max((p["psnr"] for p in di["curve"]), default="-"), di["test_psnr"]]])
+        teacher_evals = f"every {kt}" if kt else "never"
+        sections.append(f"## Time to quality, default scene (val PSNR every {k} steps, teacher {teacher_evals}, "
                         f"distillation every {k2}; pvd {' '.join(extra) or 'defaults'})"
                         f"\n\n{table}\n\n{text}\n")
         png = RESULTS / f"{NAME}.png"
