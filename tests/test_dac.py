@@ -85,7 +85,8 @@ def test_dac_experts_in_parallel_then_a_distilled_and_fine_tuned_student_against
     assert outcome.metrics["test/psnr"] == metrics["student_distilled/test/psnr"]
 
 
-def test_bad_dac_inputs_are_named(tiny_blender, tmp_path, mlflow_uri):
+def test_bad_dac_inputs_are_named(tiny_blender, tmp_path, mlflow_uri, local_ray):
+    # One Ray for every case: execute() joins it instead of starting and stopping its own.
     with pytest.raises(InputError, match="dac.*cannot split 8 views among 9"):
         execute(dac_config(tiny_blender, tmp_path / "out", *KPLANES, "dac.experts=9"), dac.run)
     with pytest.raises(InputError, match="distill.inquirer.*training_rays"):

@@ -120,7 +120,8 @@ def test_unikd_stream_with_every_baseline(tiny_room, tmp_path, mlflow_uri):
         assert logged["distill/skipped_batches"] == (5 if accepted == 0.0 else 0)
 
 
-def test_bad_unikd_inputs_are_named(tiny_room, tmp_path, mlflow_uri):
+def test_bad_unikd_inputs_are_named(tiny_room, tmp_path, mlflow_uri, local_ray):
+    # One Ray for every case: execute() joins it instead of starting and stopping its own.
     base = small(tiny_room, tmp_path / "out", steps=2)
     with pytest.raises(InputError, match="unikd.chunks.*between 1 and the 18"):
         execute(compose_config(base + ["unikd.chunks=19"]), unikd.run)
