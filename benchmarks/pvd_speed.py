@@ -35,6 +35,7 @@ and logs them to an MLflow run `benchmark-pvd_speed` in WORKDIR/mlflow.db.
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -111,6 +112,11 @@ def distill_mlp(work: Work, teacher: dict, seconds: float, k: int, extra: tuple[
             "teacher_psnr": summary["metrics"]["teacher/test/psnr"], "test_psnr": summary["metrics"]["test/psnr"],
             "steps": int(final["train/steps"]), "train_seconds": final["train/seconds"],
             "curve": curve(work, student.info.run_id), "wall_seconds": summary["wall_seconds"]}
+
+
+def seed_tag(seed: int) -> str:
+    """The cache-key suffix of a seed; seed 0 keeps the keys of runs made before seeds were an option."""
+    return f"/seed{seed}" if seed else ""
 
 
 def heldout_scene(work: Work, scene: str) -> Path:
@@ -194,12 +200,11 @@ def speed_report(scratch: dict, teacher: dict, distill: dict, budget: float) -> 
     return out, "\n".join(lines)
 
 
-def level_factors(scratch: list[dict], distill: list[dict], offset: float, top: float, step: float = 1.0) -> list[dict]:
+def level_factors(scratch: list[dict], distill: list[dict], offset: float, top: float) -> list[dict]:
     """For each whole-dB level from 18 dB up to ``top`` (and ``top`` itself): when each curve first
     reached it and the ratio; a level the distillation never reached has no factor."""
-    levels = [18.0 + step * i for i in range(int((top - 18.0) // step) + 1)]
     rows = []
-    for level in [*(v for v in levels if v < top), top]:
+    for level in [*map(float, range(18, math.ceil(top))), top]:
         a, b = first_reaching(scratch, level), first_reaching(distill, level, offset)
         rows.append({"psnr": round(level, 2), "scratch_seconds": a, "distill_seconds": b,
                      "factor": a / b if a and b else None})
@@ -274,22 +279,20 @@ def main() -> None:
     keys = {"scratch": f"speed/scratch-mlp/{args.seconds:g}s/every{k}",
             "teacher": f"speed/teacher-hash/{args.teacher_seconds:g}s/every{kt}",
             "distill": (f"speed/distill-mlp/{args.teacher_seconds:g}s/every{kt}+{args.student_seconds:g}s/every{k2}"
-                        + extra_tag),
-            }
+                        + extra_tag)}
     seeds = [int(v) for v in args.equal_seeds.split(",")]
     for seed in seeds:
-        seed_tag = f"/seed{seed}" if seed else ""  # seed 0 keeps the keys of runs made before seeds were an option
-        keys[f"equal_scratch{seed_tag}"] = f"equal/{args.scene}/scratch-mlp/{args.equal_seconds:g}s" + seed_tag
-        keys[f"equal_pvd{seed_tag}"] = (f"equal/{args.scene}/pvd-hash-mlp/{args.equal_seconds:g}s" + (
-            f"/teacher{args.equal_teacher_share:g}" if args.equal_teacher_share != 0.5 else "") + extra_tag + seed_tag)
+        tag = seed_tag(seed)
+        keys[f"equal_scratch{tag}"] = f"equal/{args.scene}/scratch-mlp/{args.equal_seconds:g}s" + tag
+        keys[f"equal_pvd{tag}"] = (f"equal/{args.scene}/pvd-hash-mlp/{args.equal_seconds:g}s" + (
+            f"/teacher{args.equal_teacher_share:g}" if args.equal_teacher_share != 0.5 else "") + extra_tag + tag)
     if not args.only_equal:
         work.cached(keys["scratch"], lambda: scratch_mlp(work, args.seconds, k))
         teacher = work.cached(keys["teacher"], lambda: hash_teacher(work, args.teacher_seconds, kt))
         work.cached(keys["distill"], lambda: distill_mlp(work, teacher, args.student_seconds, k2, extra))
     if not args.skip_equal:
         for seed in seeds:
-            seed_tag = f"/seed{seed}" if seed else ""
-            scratch_key, pvd_key = keys[f"equal_scratch{seed_tag}"], keys[f"equal_pvd{seed_tag}"]
+            scratch_key, pvd_key = keys[f"equal_scratch{seed_tag(seed)}"], keys[f"equal_pvd{seed_tag(seed)}"]
             if scratch_key not in work.done or pvd_key not in work.done:
                 scene_dir = heldout_scene(work, args.scene)
             work.cached(scratch_key, lambda seed=seed: equal_scratch(work, scene_dir, args.equal_seconds, seed))
@@ -323,9 +326,8 @@ def main() -> None:
                         f"distillation every {k2}; pvd {' '.join(extra) or 'defaults'})"
                         f"\n\n{table}\n\n{text}\n")
         png = RESULTS / f"{NAME}.png"
-    equal = [(seed, got[f"equal_scratch{tag}"], got[f"equal_pvd{tag}"])
-             for seed, tag in ((seed, f"/seed{seed}" if seed else "") for seed in seeds)
-             if got[f"equal_scratch{tag}"] and got[f"equal_pvd{tag}"]]
+    equal = [(seed, got[f"equal_scratch{seed_tag(seed)}"], got[f"equal_pvd{seed_tag(seed)}"]) for seed in seeds]
+    equal = [(seed, es, ep) for seed, es, ep in equal if es and ep]
     if equal:
         rows = [{"seed": seed, "scratch_steps": es["steps"], "scratch_test_psnr": es["test_psnr"],
                  "teacher_steps": ep["teacher_steps"], "teacher_test_psnr": ep["teacher_psnr"],
