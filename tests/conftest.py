@@ -40,7 +40,7 @@ def local_ray():
     import ray
 
     ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, namespace="fieldkd-tests")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, namespace="fieldkd-tests")
     yield ray
     ray.shutdown()
 

@@ -156,7 +156,8 @@ def test_ray_data_reads_the_same_rows(store):
     import ray
 
     ray.shutdown()
-    ray.init(num_cpus=1, include_dashboard=False, configure_logging=False, namespace="fieldkd-distill-tests")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, configure_logging=False,
+             namespace="fieldkd-distill-tests")
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     keep_order = context.execution_options.preserve_order

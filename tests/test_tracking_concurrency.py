@@ -31,7 +31,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 def ray_cluster():
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
                  namespace="fieldkd-tests-tracking")
     yield ray
     if started:

@@ -44,7 +44,9 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, dashboard
     if address:
         ray.init(address=address, **common)
         return False
-    ray.init(num_cpus=num_cpus or machine_cpus(), num_gpus=num_gpus, include_dashboard=dashboard, **common)
+    # "local": always a fresh instance of our own, never whatever cluster an address file names.
+    ray.init(address="local", num_cpus=num_cpus or machine_cpus(), num_gpus=num_gpus,
+             include_dashboard=dashboard, **common)
     return True
 
 
