@@ -27,6 +27,7 @@ from .evaluate.views import evaluate_views
 from .fields import build_field, pick_hash_backend
 from .render.renderer import RenderConfig, Renderer
 from .scenes import default_scene_dir, load_scene
+from .scenes.limits import ReadLimits
 from .scenes.scene import Scene, SceneSplit
 from .tracking import Run, flatten
 from .train.loop import MetricsLogger, Trainer, TrainerConfig, TrainResult
@@ -153,6 +154,7 @@ def scene_label(scene_cfg: dict) -> str:
 
 
 def load_scene_from_config(scene_cfg: dict) -> Scene:
+    limits = ReadLimits.from_config(scene_cfg)
     path = scene_cfg.get("path")
     if not path:
         if not scene_cfg.get("generate"):
@@ -161,7 +163,8 @@ def load_scene_from_config(scene_cfg: dict) -> Scene:
     aabb = torch.tensor(scene_cfg["aabb"], dtype=torch.float32) if scene_cfg.get("aabb") else None
     return load_scene(scene_cfg["format"], path, background=tuple(scene_cfg["background"]),
                       downscale=int(scene_cfg.get("downscale", 1)), aabb=aabb,
-                      near=scene_cfg.get("near"), far=scene_cfg.get("far"))
+                      near=scene_cfg.get("near"), far=scene_cfg.get("far"),
+                      limits=limits)
 
 
 def make_field(field_cfg: dict, scene: Scene, device: torch.device):

@@ -9,21 +9,37 @@ Encodings (our extensions to the Blender / nerfstudio formats):
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageMode
 
 from ..errors import InputError
+from . import limits
 
 
 def _open(path: Path, what: str, referrer: str = "") -> Image.Image:
     if not path.is_file():
         raise InputError(path, f"{what} not found" + (f" (referenced by {referrer})" if referrer else ""))
     try:
-        image = Image.open(path)
+        with warnings.catch_warnings():
+            # Opening reads the header only; our limit on its size (below) decides, not PIL's warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError as e:  # PIL's hard cap, twice Image.MAX_IMAGE_PIXELS
+        raise InputError(path, f"{what} refused as a decompression bomb: {e}") from None
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"unreadable {what}: {e}") from None
+    mode = ImageMode.getmode(image.mode)
+    try:
+        limits.check_image(path, *image.size, len(mode.bands) * np.dtype(mode.typestr).itemsize, what)
         image.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except InputError:
+        image.close()
+        raise
+    except (OSError, ValueError) as e:
+        image.close()
         raise InputError(path, f"unreadable {what}: {e}") from None
     return image
 

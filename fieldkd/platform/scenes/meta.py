@@ -18,6 +18,7 @@ import torch
 
 from ..errors import InputError
 from .cameras import opencv_to_opengl
+from .paths import inside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -99,13 +100,13 @@ def aabb_of(meta: dict, path: Path) -> np.ndarray | None:
 
 
 def media_path(root: Path, value, path: Path, key: str, context: str) -> Path:
-    """Resolve a frame's file reference; Blender-style paths without extension get '.png'."""
+    """Resolve a frame's file reference inside ``root``; Blender-style paths without extension get '.png'."""
     if not isinstance(value, str) or not value:
         raise InputError(path, f"{context}'{key}' must be a non-empty string")
     p = Path(value)
     if p.suffix.lower() not in IMAGE_SUFFIXES:
         p = p.with_name(p.name + ".png")
-    return p if p.is_absolute() else root / p
+    return inside(root, p, path, f"{context}{key}")
 
 
 def intrinsics(meta: dict, width: int, height: int, path: Path, context: str = "",

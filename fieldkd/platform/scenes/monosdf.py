@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +45,12 @@ import scipy.linalg
 import torch
 
 from ..errors import InputError
-from . import images
+from . import arrays, images
 from .assemble import make_scene
 from .cameras import Cameras, opencv_to_opengl
 from .export import straight_colour
 from .meta import aabb_of, read_json
+from .paths import inside
 from .scene import Scene, SceneSplit
 from .similarity import pose_to_world, similarity_parts
 
@@ -130,11 +130,7 @@ class _Frame:
 def _load_cameras(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InputError(path, "cameras file not found (MonoSDF scenes need cameras.npz)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(path, f"unreadable cameras file: {e}") from None
+    return arrays.read_npz(path, "cameras file")
 
 
 def _matrix(cameras: dict, key: str, path: Path, frame: str) -> np.ndarray:
@@ -171,14 +167,15 @@ def _frame_files(root: Path) -> dict[int, Path]:
         i = int(match.group(1))
         if i in found:
             raise InputError(path, f"frame number {i} also names {found[i].name}")
-        found[i] = path
+        found[i] = inside(root, path.name, root, "frame image")
     if not found:
         raise InputError(root, "no frames found (need <number>_rgb.png files next to cameras.npz)")
     return dict(sorted(found.items()))
 
 
 def _companion(image: Path, kind: str) -> Path:
-    return image.with_name(image.name.replace("_rgb.png", f"_{kind}.npy"))
+    name = image.name.replace("_rgb.png", f"_{kind}.npy")
+    return inside(image.parent, name, image.parent, f"{kind} file")
 
 
 def _optional_kinds(files: dict[int, Path], ids: list[int]) -> set[str]:
@@ -196,10 +193,7 @@ def _optional_kinds(files: dict[int, Path], ids: list[int]) -> set[str]:
 
 
 def _array(path: Path, what: str) -> np.ndarray:
-    try:
-        value = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise InputError(path, f"unreadable {what}: {e}") from None
+    value = arrays.read_npy(path, what)
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
         raise InputError(path, f"{what} must be a numeric array")
     value = value.astype(np.float64)
