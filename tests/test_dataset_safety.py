@@ -140,6 +140,11 @@ def test_dotdot_that_stays_inside_and_symlinks_within_the_folder_are_fine(copy):
     assert scene.splits["train"].frame_paths[1] == str(root / "alias" / "r_1.png")
 
 
+def test_a_symlinked_dataset_folder_is_its_target(copy, tmp_path):
+    (tmp_path / "link").symlink_to(copy("nerfstudio"), target_is_directory=True)
+    assert len(load_scene("nerfstudio", tmp_path / "link").splits["train"]) == 3
+
+
 def test_inside_in_closed_form(tmp_path):
     root = tmp_path / "data"
     (root / "sub").mkdir(parents=True)
