@@ -2,9 +2,10 @@
 
 Public API
 ----------
-``load_scene(fmt, path, background=(1, 1, 1), downscale=1, aabb=None, near=None, far=None) -> Scene``
+``load_scene(fmt, path, background=(1, 1, 1), downscale=1, aabb=None, near=None, far=None, limits=None) -> Scene``
     Read a dataset; ``fmt`` is one of ``FORMATS`` ("blender", "nerfstudio", "monosdf").
-    Bad input raises :class:`fieldkd.platform.errors.InputError`.
+    Bad input raises :class:`fieldkd.platform.errors.InputError`. ``limits``
+    (:class:`ReadLimits`): files stay in the dataset folder, pixel and byte caps.
 ``write_scene(spec_name, out_dir, fmt="blender", mesh_resolution=128, progress=True, **options) -> Path``
     Render a procedural SDF scene with depth, normals and a ground-truth
     ``mesh.ply``: object scenes ("default", "heldout", "sphere"; options width=80,
@@ -20,10 +21,11 @@ Public API
 from .cache import default_scene_dir
 from .cameras import Cameras, Rays
 from .generator import write_scene
+from .limits import ReadLimits
 from .registry import FORMATS, READERS, WRITERS, load_scene
 from .scene import Scene, SceneSplit
 
 __all__ = [
     "load_scene", "write_scene", "default_scene_dir", "Scene", "SceneSplit", "Cameras", "Rays",
-    "FORMATS", "READERS", "WRITERS",
+    "FORMATS", "READERS", "WRITERS", "ReadLimits",
 ]
