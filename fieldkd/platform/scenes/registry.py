@@ -7,6 +7,7 @@ from typing import Callable
 
 from ..errors import InputError
 from . import blender, monosdf, nerfstudio
+from .options import ReadOptions
 from .scene import Scene
 
 READERS: dict[str, Callable[..., Scene]] = {
@@ -23,12 +24,14 @@ FORMATS = tuple(READERS)
 
 
 def load_scene(fmt: str, path, background=(1.0, 1.0, 1.0), downscale: int = 1,
-               aabb=None, near=None, far=None) -> Scene:
+               aabb=None, near=None, far=None, **options) -> Scene:
     """Read a scene directory in format ``fmt``.
 
     Images are composited on ``background`` (RGB in [0, 1]) and box-downscaled
     by the integer ``downscale``. ``aabb`` ((2, 3) min/max corners), ``near``
-    and ``far`` override the file and the rule in :mod:`bounds`.
+    and ``far`` override the file and the rule in :mod:`bounds`. ``options``
+    are the fields of :class:`options.ReadOptions` (missing_frames, center_crop,
+    depth_scale).
     """
     if fmt not in READERS:
         raise InputError(path, f"unknown scene format {fmt!r} (known: {', '.join(FORMATS)})")
@@ -37,7 +40,8 @@ def load_scene(fmt: str, path, background=(1.0, 1.0, 1.0), downscale: int = 1,
     bg = tuple(float(c) for c in background)
     if len(bg) != 3 or not all(0.0 <= c <= 1.0 for c in bg):
         raise InputError(path, f"background must be 3 values in [0, 1], got {background!r}")
-    return READERS[fmt](path, background=bg, downscale=downscale, aabb=aabb, near=near, far=far)
+    return READERS[fmt](path, background=bg, downscale=downscale, aabb=aabb, near=near, far=far,
+                        options=ReadOptions(**options))
 
 
 def write_format(fmt: str, scene: Scene, out_dir) -> Path:
