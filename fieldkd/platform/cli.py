@@ -73,7 +73,7 @@ def scenes_command(args: list[str]) -> dict:
         return {"scenes": sorted(SCENES), "rooms": sorted(ROOMS)}
     if args[0] != "make" or len(args) < 2:
         raise InputError("fieldkd scenes", "usage: fieldkd scenes make NAME out=DIR "
-                                           "[format=blender|nerfstudio|monosdf] "
+                                           "[format=blender|nerfstudio|monosdf|neus] "
                                            "[width=80] [height=80] [n_train=60] [n_val=10] [n_test=20]")
     name, options = args[1], dict(_key_value(a) for a in args[2:])
     if "out" not in options:

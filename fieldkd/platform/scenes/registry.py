@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
-from . import blender, monosdf, nerfstudio
+from . import blender, monosdf, nerfstudio, neus
 from .options import ReadOptions
 from .scene import Scene
 
@@ -14,11 +14,13 @@ READERS: dict[str, Callable[..., Scene]] = {
     "blender": blender.read,
     "nerfstudio": nerfstudio.read,
     "monosdf": monosdf.read,
+    "neus": neus.read,
 }
 WRITERS: dict[str, Callable[..., Path]] = {
     "blender": blender.write,
     "nerfstudio": nerfstudio.write,
     "monosdf": monosdf.write,
+    "neus": neus.write,
 }
 FORMATS = tuple(READERS)
 
