@@ -9,7 +9,8 @@ Layout::
 ``file_path`` has no extension in the original dataset: the file as named
 when it exists, else the first image file with that name and an image
 extension (.png first, then .jpg, ...). Frames whose image is missing are
-skipped with a warning (``scene.missing_frames=error`` refuses them). Our optional extensions, read when present: per frame
+skipped with a warning (``scene.missing_frames=error`` refuses them).
+Our optional extensions, read when present: per frame
 ``depth_file_path`` (16-bit PNG z-depth, millimetres unless the top-level
 ``depth_unit_scale_factor`` says otherwise) and ``normal_file_path`` (world
 normals, see :mod:`images`); top-level ``camera_angle_y`` or ``fl_x, fl_y,
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .assemble import make_scene
-from .export import DEPTH_UNIT, same_intrinsics, shared_intrinsics, straight_colour, write_frame
+from .export import DEPTH_UNIT, require_pinhole, same_intrinsics, shared_intrinsics, straight_colour, write_frame
 from .frames import Frame, FrameList, load_split
 from .meta import frames_of, matrix, media_path, number, pose_to_internal, read_json, require
 from .options import ReadOptions
@@ -76,6 +77,7 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     for split_name, split in scene.splits.items():
         cams = split.cameras
+        require_pinhole(split, "blender")
         fx, fy, cx, cy = shared_intrinsics(split)
         if not all(same_intrinsics(split, i) for i in range(len(split))):
             raise ValueError(f"blender format needs one set of intrinsics per split ({split_name})")

@@ -47,6 +47,11 @@ def write_rgb(path: Path, rgb: np.ndarray) -> None:
     Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(path)
 
 
+def write_grey(path: Path, values: np.ndarray) -> None:
+    """8-bit grey PNG of values in [0, 1] (masks)."""
+    Image.fromarray(np.round(np.clip(values, 0, 1) * 255).astype(np.uint8)).save(path)
+
+
 def read_depth(path: Path, unit: float, referrer: str = "") -> np.ndarray:
     """(H, W) float32 depth in scene units: stored value * unit, as nerfstudio reads it.
 

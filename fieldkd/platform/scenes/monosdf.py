@@ -59,7 +59,7 @@ from ..errors import InputError
 from . import images
 from .assemble import make_scene
 from .cameras import Cameras, opencv_to_opengl
-from .export import straight_colour
+from .export import require_pinhole, straight_colour
 from .meta import aabb_of, check_principal_point, read_json
 from .options import ReadOptions
 from .scene import Scene, SceneSplit
@@ -133,6 +133,17 @@ def crop_intrinsics(k: np.ndarray, crop: str) -> np.ndarray:
     out = np.array(k, dtype=np.float64)
     out[0, 2] -= (width - size) * 0.5
     out[:2, :] *= CROP_SIZE / size
+    return out
+
+
+def uncrop_intrinsics(k: np.ndarray, crop: str) -> np.ndarray:
+    """The inverse of :func:`crop_intrinsics`: K of the original image (what MonoSDF's data store)."""
+    if CROPS[crop] is None:
+        return k
+    size, width = CROPS[crop]
+    out = np.array(k, dtype=np.float64)
+    out[:2, :] *= size / CROP_SIZE
+    out[0, 2] += (width - size) * 0.5
     return out
 
 
@@ -436,9 +447,10 @@ def _needs_mask(scene: Scene) -> bool:
     return any(s.alphas is not None and bool((s.alphas < 1).any()) for s in scene.splits.values())
 
 
-def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Path:
+def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True, center_crop: str = "no_crop") -> Path:
     """Write every frame once (splits may share frames) plus ``splits.json``; depth and normals
-    only when every split has them, masks only when some pixel is not fully covered."""
+    only when every split has them, masks only when some pixel is not fully covered.
+    ``center_crop`` stores the K of the uncropped image, as MonoSDF's own data do."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ids = _written_ids(scene)
@@ -449,6 +461,7 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
     with_mask = _needs_mask(scene)
     matrices, done = {}, set()
     for name, split in scene.splits.items():
+        require_pinhole(split, "monosdf")
         straight = straight_colour(split, scene.background)
         c2w_cv = opencv_to_opengl(split.cameras.c2w.double()).numpy()  # the flip is its own inverse
         for index, i in enumerate(ids[name]):
@@ -456,7 +469,8 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
                 continue
             done.add(i)
             c = split.cameras
-            k = k_from_intrinsics(*(float(t[index]) for t in (c.fx, c.fy, c.cx, c.cy)))
+            k = uncrop_intrinsics(k_from_intrinsics(*(float(t[index]) for t in (c.fx, c.fy, c.cx, c.cy))),
+                                  center_crop)
             matrices[f"world_mat_{i}"] = compose_world_mat(k, pose_to_world(c2w_cv[index], world_from_scene))
             matrices[f"scale_mat_{i}"] = world_from_scene
             stem = out / f"{i:06d}"

@@ -41,6 +41,8 @@ from .assemble import make_scene
 from .export import DEPTH_UNIT, shared_intrinsics, straight_colour, write_frame
 from .frames import Frame, FrameList, load_split
 from .meta import CAMERA_MODELS, frames_of, matrix, media_path, number, pose_to_internal, read_json, require
+from . import images
+from .lens import PARAMS
 from .options import ReadOptions
 from .scene import Scene
 
@@ -157,14 +159,24 @@ def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=N
     return make_scene(root, splits, background, meta, file, aabb=aabb, near=near, far=far, extras=extras)
 
 
+def _lens_keys(cameras, i: int) -> dict:
+    names = PARAMS[cameras.model]
+    return {} if not names else dict(zip(names, cameras.distortion[i].tolist()))
+
+
 def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Path:
-    """Write all splits into one transforms.json; differing intrinsics go per frame."""
+    """Write all splits into one transforms.json; differing intrinsics and lens parameters go
+    per frame; training masks as 8-bit ``masks/`` PNGs (mask_path)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     first = next(iter(scene.splits.values()))
     fx, fy, cx, cy = shared_intrinsics(first)
+    model = first.cameras.model
+    names_of = PARAMS[model]
+    shared_lens = _lens_keys(first.cameras, 0)
     meta = {
-        "camera_model": "OPENCV", "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy,
+        "camera_model": next(k for k, v in CAMERA_MODELS.items() if v == model),
+        "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, **shared_lens,
         "w": first.cameras.width, "h": first.cameras.height,
         "depth_unit_scale_factor": DEPTH_UNIT, "aabb": scene.aabb.tolist(), "frames": [],
     }
@@ -172,6 +184,8 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
         cams = split.cameras
         if (cams.width, cams.height) != (meta["w"], meta["h"]):
             raise ValueError("nerfstudio writer needs one image size across splits")
+        if cams.model != model:
+            raise ValueError(f"nerfstudio writer needs one camera model, got {model} and {cams.model}")
         straight = straight_colour(split, scene.background)
         names = []
         for i in range(len(split)):
@@ -181,6 +195,12 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
                        cx=cams.cx[i].item(), cy=cams.cy[i].item())
             if tuple(own.values()) != (fx, fy, cx, cy):
                 frame.update(own)
+            if names_of and _lens_keys(cams, i) != shared_lens:
+                frame.update(_lens_keys(cams, i))
+            if split.masks is not None:
+                frame["mask_path"] = f"masks/{stem}"
+                (out / "masks").mkdir(exist_ok=True)
+                images.write_grey(out / "masks" / stem, split.masks[i].numpy())
             d = out / "depths" / stem if depth and split.depths is not None else None
             n = out / "normals" / stem if normals and split.normals is not None else None
             if d is not None:

@@ -31,7 +31,7 @@ from ..errors import InputError
 from . import images
 from .assemble import make_scene
 from .cameras import Cameras, opencv_to_opengl
-from .export import straight_colour
+from .export import require_pinhole, straight_colour
 from .meta import IMAGE_SUFFIXES, check_principal_point
 from .monosdf import (UNIT_BOX, _camera, _load_cameras, _shared_scale_mat, compose_world_mat, intrinsics_from_k,
                       k_from_intrinsics)
@@ -118,6 +118,7 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
         (out / "mask").mkdir(exist_ok=True)
     matrices, n = {}, 0
     for split in scene.splits.values():
+        require_pinhole(split, "neus")
         straight = straight_colour(split, scene.background)
         c = split.cameras
         c2w_cv = opencv_to_opengl(c.c2w.double()).numpy()

@@ -46,7 +46,7 @@ def load_scene(fmt: str, path, background=(1.0, 1.0, 1.0), downscale: int = 1,
                         options=ReadOptions(**options))
 
 
-def write_format(fmt: str, scene: Scene, out_dir) -> Path:
+def write_format(fmt: str, scene: Scene, out_dir, **options) -> Path:
     if fmt not in WRITERS:
         raise InputError(out_dir, f"unknown scene format {fmt!r} (known: {', '.join(WRITERS)})")
-    return WRITERS[fmt](scene, out_dir)
+    return WRITERS[fmt](scene, out_dir, **options)
