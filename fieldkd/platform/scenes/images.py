@@ -9,12 +9,15 @@ Encodings (our extensions to the Blender / nerfstudio formats):
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from . import png16
 
 
 def _open(path: Path, what: str, referrer: str = "") -> Image.Image:
@@ -31,10 +34,24 @@ def _open(path: Path, what: str, referrer: str = "") -> Image.Image:
 def read_rgba(path: Path, referrer: str = "") -> np.ndarray:
     """(H, W, 4) float32 in [0, 1] straight (not premultiplied) colour; alpha 1 if absent."""
     image = _open(path, "frame image", referrer)
+    if image.format == "PNG" and png16.is_16bit_colour(path):  # Pillow would keep 8 of the 16 bits
+        return _rgba16(path)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey
         grey = np.asarray(image, dtype=np.float32) / 65535.0
         return np.concatenate([np.repeat(grey[..., None], 3, -1), np.ones_like(grey)[..., None]], -1)
     return np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+
+
+def _rgba16(path: Path) -> np.ndarray:
+    try:
+        values = png16.read(path).astype(np.float32) / 65535.0
+    except (ValueError, zlib.error, struct.error) as e:
+        raise InputError(path, f"unreadable 16-bit PNG: {e}") from None
+    if values.shape[2] == 2:  # grey + alpha
+        values = np.concatenate([np.repeat(values[..., :1], 3, -1), values[..., 1:]], -1)
+    if values.shape[2] == 3:
+        values = np.concatenate([values, np.ones_like(values[..., :1])], -1)
+    return values
 
 
 def write_rgba(path: Path, rgb: np.ndarray, alpha: np.ndarray) -> None:
