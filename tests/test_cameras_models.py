@@ -42,7 +42,8 @@ def test_zero_coefficients_equal_pinhole():
         got = lens.distort_directions(model, params.double(), dirs)
         assert torch.allclose(got[0], pin[0], atol=1e-12) and torch.allclose(got[1], pin[1], atol=1e-12)
         assert torch.allclose(lens.undistort(model, params.double(), *pin), dirs, atol=1e-12)
-    assert lens.is_pinhole("opencv", torch.zeros(1, 6)) and not lens.is_pinhole("opencv", torch.tensor([[0.0578] + [0] * 5]))
+    assert lens.is_pinhole("opencv", torch.zeros(1, 6))
+    assert not lens.is_pinhole("opencv", torch.tensor([[0.0578] + [0] * 5]))
     # Zero fisheye coefficients are the plain equidistant model: radius = angle.
     xd, yd = lens.distort_directions("fisheye", torch.zeros(4, dtype=torch.float64), dirs)
     assert torch.allclose(torch.hypot(xd, yd), torch.atan2(torch.hypot(dirs[:, 0], dirs[:, 1]), dirs[:, 2]))
