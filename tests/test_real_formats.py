@@ -344,8 +344,13 @@ def test_neus_idr_camera_name_and_bad_layouts(neus_scene, tmp_path):
 
 
 def test_lens_cameras_are_refused_by_formats_without_lens_model(tmp_path):
-    with pytest.raises(ValueError, match="blender format has no lens model"):
+    with pytest.raises(InputError, match="format blender has no lens model"):
         _write(tmp_path / "b", "blender", lens="opencv")
+    split = render_scene("sphere", lens="fisheye", **SMALL).splits["train"]
+    scene = Scene("f", Path("f"), {"train": split}, torch.tensor([[-1.0] * 3, [1.0] * 3]), 1.0, 6.0, torch.ones(3))
+    for fmt in ("blender", "monosdf", "neus"):  # the writers refuse too, rather than drop the lens
+        with pytest.raises(ValueError, match=f"{fmt} format has no lens model"):
+            write_format(fmt, scene, tmp_path / fmt)
 
 
 def test_monocular_depth_metrics_align_scale_and_shift(tmp_path):

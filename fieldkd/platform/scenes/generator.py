@@ -220,6 +220,8 @@ def write_scene(spec_name: str, out_dir, fmt: str = "blender", mesh_resolution: 
         raise InputError(out, f"unknown scene format {fmt!r} (known: {', '.join(WRITERS)})")
     if center_crop != "no_crop" and fmt != "monosdf":
         raise InputError(out, f"center_crop is a monosdf option, not one of format {fmt}")
+    if options.get("lens", "pinhole") != "pinhole" and fmt != "nerfstudio":
+        raise InputError(out, f"format {fmt} has no lens model: write lens={options['lens']} as nerfstudio")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(out, "output directory exists and is not empty")
     if spec_name in ROOMS:
