@@ -378,3 +378,33 @@ def test_config_groups(group, fmt, neus_scene, tmp_path):
     assert scene.extras["format"] == fmt
     with pytest.raises(InputError, match="scene.center_crop"):
         load_scene_from_config({**cfg, "path": str(root), "center_crop": "center_crop_for_lego"})
+
+
+def test_mei_cameras_from_a_transforms_file(copy_of):
+    root = copy_of("opencv")  # KITTI-360's fisheye calibration: xi, k1, k2, p1, p2, gamma1/2, u0/v0
+    _edit(root / "transforms.json", lambda m: m.update(camera_model="MEI", xi=1.2, k1=-0.1, k2=0.02, p1=0.001,
+                                                       p2=0.0, k3=0.0, k4=0.0))
+    cams = load_scene("nerfstudio", root).splits["train"].cameras
+    assert cams.model == "mei" and cams.distortion[0].tolist() == pytest.approx([1.2, -0.1, 0.02, 0.001, 0.0])
+    _edit(root / "transforms.json", lambda m: m.update(k3=0.5))
+    with pytest.raises(InputError, match="k3=0.5 is not a parameter of the mei camera model"):
+        load_scene("nerfstudio", root)
+
+
+def test_distillation_poses_see_through_the_training_lens(lens_scenes):
+    from fieldkd.platform.distill.inquirers import _pixel_rays
+
+    cams = load_scene("nerfstudio", lens_scenes["fisheye"]).splits["train"].cameras
+    cam = torch.tensor([0, 1])
+    px, py = torch.tensor([0.0, 19.0]), torch.tensor([0.0, 15.0])
+    rays = _pixel_rays(cams, cam, cams.c2w[cam], px, py)  # the training poses themselves
+    assert torch.allclose(rays.directions, cams.rays_at(cam, px, py).directions, atol=1e-5)
+
+
+def test_monosdf_depth_scale(tmp_path):
+    room = _square_scene(16)
+    room.splits["train"].depths = torch.full((2, 16, 16), 1.5)
+    root = write_format("monosdf", Scene(**{**room.__dict__, "splits": {"train": room.splits["train"]}}),
+                       tmp_path / "m")
+    plain = load_scene("monosdf", root).splits["train"].depths
+    assert torch.allclose(load_scene("monosdf", root, depth_scale=1e-3).splits["train"].depths, plain * 1e-3)

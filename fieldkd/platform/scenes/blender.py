@@ -13,7 +13,8 @@ skipped with a warning (``scene.missing_frames=error`` refuses them).
 Our optional extensions, read when present: per frame
 ``depth_file_path`` (16-bit PNG z-depth, millimetres unless the top-level
 ``depth_unit_scale_factor`` says otherwise) and ``normal_file_path`` (world
-normals, see :mod:`images`); top-level ``camera_angle_y`` or ``fl_x, fl_y,
+normals, see :mod:`images`) and ``mask_path`` (a training mask as nerfstudio's:
+0 = ignore the pixel; ``SceneSplit.masks``); top-level ``camera_angle_y`` or ``fl_x, fl_y,
 cx, cy``; top-level ``aabb``, ``near``, ``far``. Poses are OpenGL
 camera-to-world, as ours. ``transforms_train.json`` is required, plus one of
 val / test.
@@ -44,7 +45,7 @@ def _frame_list(root: Path, path: Path, meta: dict, options: ReadOptions) -> Fra
         pose = pose_to_internal(matrix(require(item, "transform_matrix", path, ctx), path, ctx), "opengl")
         extra = {
             kind: media_path(root, item[key], path, key, ctx) if key in item else None
-            for kind, key in (("depth", "depth_file_path"), ("normal", "normal_file_path"))
+            for kind, key in (("depth", "depth_file_path"), ("normal", "normal_file_path"), ("mask", "mask_path"))
         }
         frames.append(Frame(image, pose, item, ctx, **extra))
     unit = options.depth_scale or number(meta, "depth_unit_scale_factor", path, default=DEPTH_UNIT)

@@ -114,11 +114,11 @@ class Cameras:
             groups, grids = self._pixel_grids()
             local = grids[groups[cam_idx], py.long(), px.long()]
         else:
-            local = self._directions(cam_idx, px, py).float()
+            local = self.lens_directions(cam_idx, px, py).float()
         return rays_from_directions(self.c2w[cam_idx], local)
 
-    def _directions(self, cam_idx, px, py) -> torch.Tensor:
-        """Unit OpenCV-frame directions through pixels (float64), through the lens."""
+    def lens_directions(self, cam_idx, px, py) -> torch.Tensor:
+        """Unit OpenCV-frame directions through pixels (float64), through the lens (no cache)."""
         d = lambda t: t[cam_idx].double()  # noqa: E731
         xd = (px.double() + 0.5 - d(self.cx)) / d(self.fx)
         yd = (py.double() + 0.5 - d(self.cy)) / d(self.fy)
@@ -136,7 +136,7 @@ class Cameras:
             for g in range(unique.shape[0]):
                 first = int((groups == g).nonzero()[0, 0])
                 idx = torch.full((self.height * self.width,), first, dtype=torch.long)
-                grids.append(self._directions(idx, xs.reshape(-1), ys.reshape(-1))
+                grids.append(self.lens_directions(idx, xs.reshape(-1), ys.reshape(-1))
                              .float().reshape(self.height, self.width, 3))
             self._grids["grids"] = (groups, torch.stack(grids))
         return self._grids["grids"]

@@ -5,7 +5,7 @@ Layout::
     cameras.npz         world_mat_<i>: 4x4 = K (4x4) @ world-to-camera, OpenCV axes (x right, y down, z forward)
                         scale_mat_<i>: 4x4 similarity, normalised scene coordinates -> world coordinates
     000000_rgb.png      colour, 8-bit
-    000000_depth.npy    (H, W) camera z-depth in world units
+    000000_depth.npy    (H, W) camera z-depth in world units (times ``scene.depth_scale`` when given)
     000000_normal.npy   (3, H, W) in [0, 1], n = 2 v - 1, in the OpenCV camera frame
     000000_mask.npy     optional (H, W) in [0, 1]
     splits.json         optional, ours: {"train": [ids], "val": [ids], "test": [ids]}, optional "aabb", "near",
@@ -288,7 +288,7 @@ def _mask(path: Path, size) -> np.ndarray:
 
 
 def _read_frame(image: Path, camera: _Camera, kinds: set[str], background: np.ndarray,
-                first: tuple[int, int] | None) -> _Frame:
+                first: tuple[int, int] | None, depth_scale: float = 1.0) -> _Frame:
     rgba = images.read_rgba(image)
     size = (rgba.shape[1], rgba.shape[0])
     if first is not None and size != first:
@@ -296,7 +296,7 @@ def _read_frame(image: Path, camera: _Camera, kinds: set[str], background: np.nd
     scale, _, _ = similarity_parts(camera.scale_mat)
     alpha = rgba[..., 3] * (_mask(_companion(image, "mask"), size) if "mask" in kinds else 1.0)
     rgb = rgba[..., :3] * alpha[..., None] + background * (1 - alpha[..., None])
-    depth = _depth(_companion(image, "depth"), size, scale) if "depth" in kinds else None
+    depth = _depth(_companion(image, "depth"), size, scale / depth_scale) if "depth" in kinds else None
     normal = _normals(_companion(image, "normal"), size, camera.c2w[:3, :3]) if "normal" in kinds else None
     return _Frame(rgb.astype(np.float32), alpha.astype(np.float32), depth, normal, camera, image)
 
@@ -406,7 +406,7 @@ def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=N
     frames: dict[int, _Frame] = {}
     for i in used:
         first = next(iter(frames.values())).rgb.shape[1::-1] if frames else None
-        frames[i] = _read_frame(files[i], cams[i], kinds, bg, first)
+        frames[i] = _read_frame(files[i], cams[i], kinds, bg, first, options.depth_scale or 1.0)
         _check_frame(frames[i], cam_path, options.center_crop)
         if first is None and min(frames[i].rgb.shape[:2]) // downscale < 1:
             raise InputError(files[i], f"downscale {downscale} leaves no pixels of a "
