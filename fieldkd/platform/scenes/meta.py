@@ -18,6 +18,7 @@ import torch
 
 from ..errors import InputError
 from .cameras import opencv_to_opengl
+from .lens import PARAMS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -125,7 +126,7 @@ def check_principal_point(cx: float, cy: float, width: int, height: int, where, 
                                 f"{width}x{height} image: intrinsics of another image size or crop?")
 
 
-# camera_model names of nerfstudio / COLMAP files -> (our lens model, its keys in the file)
+# camera_model names of nerfstudio / COLMAP files (and our MEI) -> our lens model (see lens.PARAMS)
 CAMERA_MODELS = {
     "PINHOLE": "pinhole", "SIMPLE_PINHOLE": "pinhole", "OPENCV": "opencv",
     "OPENCV_FISHEYE": "fisheye", "MEI": "mei",
@@ -138,8 +139,6 @@ def lens_parameters(meta: dict, model: str, path: Path, context: str = "", fallb
     Distortion keys that the model does not use must be absent or 0: a
     pinhole file with k1 != 0 is ambiguous, not a pinhole.
     """
-    from .lens import PARAMS
-
     merged = {**(fallback or {}), **meta}
     used = PARAMS[model]
     for key in ("k1", "k2", "k3", "k4", "p1", "p2", "xi"):

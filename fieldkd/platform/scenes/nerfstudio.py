@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from . import images
 from .assemble import make_scene
 from .export import DEPTH_UNIT, shared_intrinsics, straight_colour, write_frame
 from .frames import Frame, FrameList, load_split
 from .meta import CAMERA_MODELS, frames_of, matrix, media_path, number, pose_to_internal, read_json, require
-from . import images
 from .lens import PARAMS
 from .options import ReadOptions
 from .scene import Scene
