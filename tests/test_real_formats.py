@@ -408,3 +408,21 @@ def test_monosdf_depth_scale(tmp_path):
                        tmp_path / "m")
     plain = load_scene("monosdf", root).splits["train"].depths
     assert torch.allclose(load_scene("monosdf", root, depth_scale=1e-3).splits["train"].depths, plain * 1e-3)
+
+
+def test_evaluate_views_aligns_monocular_depth_before_scoring(tmp_path):
+    from fieldkd.platform.evaluate.views import evaluate_views
+    from fieldkd.platform.fields import build_field
+    from fieldkd.platform.render.renderer import RenderConfig, Renderer
+
+    scene = load_scene("monosdf", write_format("monosdf", _square_scene(12), tmp_path / "m"))
+    torch.manual_seed(0)
+    field = build_field("hash", scene.aabb, log2_hashmap_size=10, n_levels=2, max_resolution=16)
+    renderer = Renderer(scene.aabb, scene.near, scene.far, scene.background,
+                        RenderConfig(samples_per_ray=16, occupancy=False))
+    split = scene.splits["train"]
+    rendered = torch.stack([renderer.render_image(field, split.cameras, i)["depth"] for i in range(len(split))])
+    split.depths = (rendered - rendered.min() + 0.1) * 1e4  # the rendered depth up to scale and shift
+    metric = evaluate_views(renderer, field, split, views=[0, 1]).metrics["depth/abs_rel"]
+    aligned = evaluate_views(renderer, field, split, views=[0, 1], depth_align=True).metrics["depth/abs_rel"]
+    assert metric > 0.9 and aligned < 1e-3
