@@ -426,3 +426,13 @@ def test_evaluate_views_aligns_monocular_depth_before_scoring(tmp_path):
     metric = evaluate_views(renderer, field, split, views=[0, 1]).metrics["depth/abs_rel"]
     aligned = evaluate_views(renderer, field, split, views=[0, 1], depth_align=True).metrics["depth/abs_rel"]
     assert metric > 0.9 and aligned < 1e-3
+
+
+def test_an_evaluation_split_without_images_is_left_out(blender_scene, tmp_path, capsys):
+    root = Path(shutil.copytree(blender_scene, tmp_path / "noval"))
+    shutil.rmtree(root / "val")
+    scene = load_scene("blender", root)
+    assert set(scene.splits) == {"train", "test"} and "left out the val split" in capsys.readouterr().err
+    shutil.rmtree(root / "test")
+    with pytest.raises(InputError, match="no frame image of transforms_val.json or transforms_test.json"):
+        load_scene("blender", root)

@@ -29,7 +29,7 @@ from pathlib import Path
 from ..errors import InputError
 from .assemble import make_scene
 from .export import DEPTH_UNIT, require_pinhole, same_intrinsics, shared_intrinsics, straight_colour, write_frame
-from .frames import Frame, FrameList, load_split
+from .frames import Frame, FrameList, load_split, split_is_missing
 from .meta import frames_of, matrix, media_path, number, pose_to_internal, read_json, require
 from .options import ReadOptions
 from .scene import Scene
@@ -67,7 +67,11 @@ def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=N
         if split != "train" and not file.is_file():
             continue
         metas[split] = read_json(file)
-        splits[split] = load_split(_frame_list(root, file, metas[split], options), background, downscale)
+        frames = _frame_list(root, file, metas[split], options)
+        if not split_is_missing(frames, split):
+            splits[split] = load_split(frames, background, downscale)
+    if len(splits) == 1:
+        raise InputError(root, "no frame image of transforms_val.json or transforms_test.json exists")
     return make_scene(root, splits, background, metas["train"], files["train"],
                       aabb=aabb, near=near, far=far, extras={"format": "blender"})
 

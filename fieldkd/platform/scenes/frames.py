@@ -106,6 +106,15 @@ def present_frames(spec: FrameList) -> list[Frame]:
     return kept
 
 
+def split_is_missing(spec: FrameList, name: str) -> bool:
+    """True (with a warning) when no image of an evaluation split exists and missing frames are
+    skipped: the reader leaves the split out rather than fail the load."""
+    if name == "train" or spec.missing != "skip" or any(f.image.is_file() for f in spec.frames):
+        return False
+    warn(f"{spec.source}: left out the {name} split, none of its {len(spec.frames)} frame images exists")
+    return True
+
+
 def load_split(spec: FrameList, background, downscale: int = 1) -> SceneSplit:
     """Read every frame, composite RGBA on ``background`` and downscale by an integer factor."""
     bg = np.asarray(background, dtype=np.float32)

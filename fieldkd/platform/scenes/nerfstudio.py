@@ -40,7 +40,7 @@ from ..errors import InputError
 from . import images
 from .assemble import make_scene
 from .export import DEPTH_UNIT, shared_intrinsics, straight_colour, write_frame
-from .frames import Frame, FrameList, load_split
+from .frames import Frame, FrameList, load_split, split_is_missing
 from .meta import CAMERA_MODELS, frames_of, matrix, media_path, number, pose_to_internal, read_json, require
 from .lens import PARAMS
 from .options import ReadOptions
@@ -144,13 +144,15 @@ def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=N
     items = frames_of(meta, file)
     frames = [_frame(root, file, meta, item, i) for i, item in enumerate(items)]
     unit = options.depth_scale or number(meta, "depth_unit_scale_factor", file, default=DEPTH_UNIT)
-    splits = {
-        split: load_split(
-            FrameList(file, [frames[i] for i in idx], top=meta, depth_unit=unit, focal_key="fl_x",
-                      lens=lens, mixed_sizes=True, missing=options.missing_frames),
-            background, downscale)
+    lists = {
+        split: FrameList(file, [frames[i] for i in idx], top=meta, depth_unit=unit, focal_key="fl_x",
+                         lens=lens, mixed_sizes=True, missing=options.missing_frames)
         for split, idx in _assign(root, file, meta, items).items()
     }
+    splits = {split: load_split(spec, background, downscale)
+              for split, spec in lists.items() if not split_is_missing(spec, split)}
+    if len(splits) == 1 < len(lists):
+        raise InputError(file, "no frame image of the val or test frames exists")
     extras = {"format": "nerfstudio"}
     if "applied_transform" in meta:
         extras["applied_transform"] = _applied_transform(meta, file)
