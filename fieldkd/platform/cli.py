@@ -73,15 +73,17 @@ def scenes_command(args: list[str]) -> dict:
         return {"scenes": sorted(SCENES), "rooms": sorted(ROOMS)}
     if args[0] != "make" or len(args) < 2:
         raise InputError("fieldkd scenes", "usage: fieldkd scenes make NAME out=DIR "
-                                           "[format=blender|nerfstudio|monosdf] "
-                                           "[width=80] [height=80] [n_train=60] [n_val=10] [n_test=20]")
+                                           "[format=blender|nerfstudio|monosdf|neus] "
+                                           "[width=80] [height=80] [n_train=60] [n_val=10] [n_test=20] "
+                                           "[lens=opencv|fisheye] [per_frame_intrinsics=1] [center_crop=...]")
     name, options = args[1], dict(_key_value(a) for a in args[2:])
     if "out" not in options:
         raise InputError("fieldkd scenes make", "missing out=DIR")
     out = options.pop("out")
     fmt = options.pop("format", "blender")
+    words = {k: options.pop(k) for k in ("lens", "center_crop") if k in options}
     ints = {k: int(v) for k, v in options.items()}
-    path = write_scene(name, out, fmt, **ints)
+    path = write_scene(name, out, fmt, **words, **ints)
     return {"scene": name, "format": fmt, "path": str(path)}
 
 

@@ -153,6 +153,9 @@ def scene_label(scene_cfg: dict) -> str:
     return scene_cfg.get("path") or f"generated:{scene_cfg.get('generate')}"
 
 
+READ_OPTIONS = ("missing_frames", "center_crop", "depth_scale")  # scene.* keys that go to the reader
+
+
 def load_scene_from_config(scene_cfg: dict) -> Scene:
     limits = ReadLimits.from_config(scene_cfg)
     path = scene_cfg.get("path")
@@ -164,7 +167,8 @@ def load_scene_from_config(scene_cfg: dict) -> Scene:
     return load_scene(scene_cfg["format"], path, background=tuple(scene_cfg["background"]),
                       downscale=int(scene_cfg.get("downscale", 1)), aabb=aabb,
                       near=scene_cfg.get("near"), far=scene_cfg.get("far"),
-                      limits=limits)
+                      limits=limits,
+                      **{k: scene_cfg[k] for k in READ_OPTIONS if scene_cfg.get(k) is not None})
 
 
 def make_field(field_cfg: dict, scene: Scene, device: torch.device):
@@ -186,12 +190,18 @@ def trainer_config(cfg: dict, **overrides) -> TrainerConfig:
     return TrainerConfig.from_dict(values)
 
 
+def monocular_depth(scene: Scene) -> bool:
+    """True when the scene's depth is scale-free (MonoSDF's monocular cues): metrics align it first."""
+    return scene.extras.get("depth_kind") == "monocular"
+
+
 def periodic_validation(cfg: dict, scene: Scene, renderer: Renderer, field: torch.nn.Module,
                         device: torch.device):
     """The validation PSNR the trainer logs every ``trainer.eval_every`` steps (a few views only)."""
     val = scene.split("val")
     views = range(min(int(cfg["eval"]["periodic_views"]), len(val)))
-    return lambda step: evaluate_views(renderer, field, val, views, device, prefix="val").metrics
+    align = monocular_depth(scene)
+    return lambda step: evaluate_views(renderer, field, val, views, device, prefix="val", depth_align=align).metrics
 
 
 TASKS = ("photometric", "distill", "evaluate", "incremental")
@@ -382,7 +392,7 @@ def evaluate_field(ctx: RunContext, trained: TrainedField, scene: Scene, run: Ru
     if lpips is None:
         run.set_tags({"fieldkd.lpips": f"skipped: {reason}"})
     scores = evaluate_views(trained.renderer, trained.field, split, views, ctx.device, lpips=lpips,
-                            keep_images=int(ecfg["log_images"]))
+                            keep_images=int(ecfg["log_images"]), depth_align=monocular_depth(scene))
     metrics = dict(scores.metrics)
     for name, group in (groups or {}).items():
         metrics.update(scores.over(group, f"{name}/{ecfg['split']}"))

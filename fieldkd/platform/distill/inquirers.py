@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..scenes.cameras import Cameras, Rays, camera_up, rays_through_pixels
+from ..scenes.cameras import Cameras, Rays, camera_up, rays_from_directions, rays_through_pixels
 from ..scenes.poses import along_trajectory
 from ..scenes.scene import SceneSplit
 from ..train.photometric import PixelSampler
@@ -116,6 +116,8 @@ def elevations(centres: torch.Tensor, centre: torch.Tensor, up: torch.Tensor) ->
 
 
 def _pixel_rays(cameras: Cameras, cam: torch.Tensor, c2w: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> Rays:
+    if not cameras.pinhole:  # new poses see through the training camera's lens too
+        return rays_from_directions(c2w, cameras.lens_directions(cam, px, py).float())
     return rays_through_pixels(c2w, cameras.fx[cam].float(), cameras.fy[cam].float(),
                                cameras.cx[cam].float(), cameras.cy[cam].float(), px, py)
 

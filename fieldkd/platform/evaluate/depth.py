@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from ..train.supervision import scale_shift_fit
 from ._arrays import to_numpy
 
-__all__ = ["depth_metrics"]
+__all__ = ["depth_metrics", "align_scale_shift"]
+
+
+def align_scale_shift(pred, gt) -> np.ndarray:
+    """``pred`` mapped by the least-squares scale and shift onto ``gt`` over the pixels with
+    ``gt > 0``: the alignment the ``ssi`` depth loss uses, for scale-free (monocular) depth."""
+    p, g = to_numpy(pred).astype(np.float64), to_numpy(gt).astype(np.float64)
+    valid = np.isfinite(g) & (g > 0) & np.isfinite(p)
+    scale, shift = scale_shift_fit(torch.from_numpy(p), torch.from_numpy(np.where(valid, g, 0.0)),
+                                   torch.from_numpy(valid))
+    return (float(scale) * p + float(shift)).astype(np.float32)
 
 
 def depth_metrics(pred, gt, mask=None) -> dict[str, float]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .depth import depth_metrics
+from .depth import align_scale_shift, depth_metrics
 from .image import psnr, ssim
 from .report import side_by_side
 
@@ -30,11 +30,14 @@ class ViewScores:
 
 
 def evaluate_views(renderer, model, split, views=None, device=None, lpips=None,
-                   keep_images: int = 0, prefix: str = "test") -> ViewScores:
+                   keep_images: int = 0, prefix: str = "test",
+                   depth_align: bool = False) -> ViewScores:
     """Mean PSNR/SSIM (and LPIPS when given) over ``views`` of ``split``.
 
     Depth is scored where the split carries ground-truth depth; only pixels
-    that the ground truth marks as surface count.
+    that the ground truth marks as surface count. ``depth_align`` (for scale-free,
+    monocular ground truth) first aligns each rendered depth to it by the least-squares
+    scale and shift, as the ``ssi`` depth loss does.
     """
     views = [int(i) for i in (range(len(split)) if views is None else views)]
     psnrs, ssims, lpipses, depth_errors, panels = [], [], [], [], []
@@ -47,7 +50,10 @@ def evaluate_views(renderer, model, split, views=None, device=None, lpips=None,
             lpipses.append(lpips(pred, gt))
         gt_depth = split.depths[int(i)].numpy() if split.depths is not None else None
         if gt_depth is not None and (gt_depth > 0).any():
-            depth_errors.append(depth_metrics(out["depth"].numpy(), gt_depth)["abs_rel"])
+            pred_depth = out["depth"].numpy()
+            if depth_align:
+                pred_depth = align_scale_shift(pred_depth, gt_depth)
+            depth_errors.append(depth_metrics(pred_depth, gt_depth)["abs_rel"])
         if len(panels) < keep_images:
             panels.append(side_by_side(pred, gt, out["depth"].numpy(), gt_depth))
     metrics = {f"{prefix}/psnr": float(np.mean(psnrs)), f"{prefix}/ssim": float(np.mean(ssims))}

@@ -2,20 +2,25 @@
 
 Public API
 ----------
-``load_scene(fmt, path, background=(1, 1, 1), downscale=1, aabb=None, near=None, far=None, limits=None) -> Scene``
-    Read a dataset; ``fmt`` is one of ``FORMATS`` ("blender", "nerfstudio", "monosdf").
+``load_scene(fmt, path, background=(1, 1, 1), downscale=1, aabb=None, near=None, far=None, limits=None,
+**options) -> Scene``
+    Read a dataset; ``fmt`` is one of ``FORMATS`` ("blender", "nerfstudio", "monosdf", "neus").
     Bad input raises :class:`fieldkd.platform.errors.InputError`. ``limits``
-    (:class:`ReadLimits`): files stay in the dataset folder, pixel and byte caps.
+    (:class:`ReadLimits`): files stay in the dataset folder, pixel and byte caps;
+    ``options``: missing_frames, center_crop, depth_scale (:class:`options.ReadOptions`).
 ``write_scene(spec_name, out_dir, fmt="blender", mesh_resolution=128, progress=True, **options) -> Path``
     Render a procedural SDF scene with depth, normals and a ground-truth
     ``mesh.ply``: object scenes ("default", "heldout", "sphere"; options width=80,
     height=80, n_train=60, n_val=10, n_test=20, camera_angle_x=0.6911, seed=0) or
     rooms seen along a camera path ("indoor", "indoor_b"; options width=64,
-    height=48, n_frames=100, test_every=8, camera_angle_x=70 degrees).
+    height=48, n_frames=100, test_every=8, camera_angle_x=70 degrees). Variants:
+    ``lens="opencv"|"fisheye"`` and ``per_frame_intrinsics=True`` (objects, nerfstudio
+    format), ``center_crop=`` (monosdf format, MonoSDF's crops).
 ``default_scene_dir(name="default", fmt="blender") -> Path``
     The procedural scene, generated once into the cache directory.
 ``Scene``, ``SceneSplit``, ``Cameras``, ``Rays``
-    In-memory data: images on the background, OpenGL camera-to-world poses.
+    In-memory data: images on the background, OpenGL camera-to-world poses, a lens
+    model per split (:mod:`lens`; rays are cast through it).
 """
 
 from .cache import default_scene_dir

@@ -6,11 +6,15 @@ Layout::
                                                                 "transform_matrix": 4x4}, ...]}
     train/r_0.png           RGBA, 8-bit
 
-``file_path`` has no extension in the original dataset; '.png' is appended
-when it has none. Our optional extensions, read when present: per frame
+``file_path`` has no extension in the original dataset: the file as named
+when it exists, else the first image file with that name and an image
+extension (.png first, then .jpg, ...). Frames whose image is missing are
+skipped with a warning (``scene.missing_frames=error`` refuses them).
+Our optional extensions, read when present: per frame
 ``depth_file_path`` (16-bit PNG z-depth, millimetres unless the top-level
 ``depth_unit_scale_factor`` says otherwise) and ``normal_file_path`` (world
-normals, see :mod:`images`); top-level ``camera_angle_y`` or ``fl_x, fl_y,
+normals, see :mod:`images`) and ``mask_path`` (a training mask as nerfstudio's:
+0 = ignore the pixel; ``SceneSplit.masks``); top-level ``camera_angle_y`` or ``fl_x, fl_y,
 cx, cy``; top-level ``aabb``, ``near``, ``far``. Poses are OpenGL
 camera-to-world, as ours. ``transforms_train.json`` is required, plus one of
 val / test.
@@ -24,15 +28,16 @@ from pathlib import Path
 
 from ..errors import InputError
 from .assemble import make_scene
-from .export import DEPTH_UNIT, same_intrinsics, shared_intrinsics, straight_colour, write_frame
-from .frames import Frame, FrameList, load_split
+from .export import DEPTH_UNIT, require_pinhole, same_intrinsics, shared_intrinsics, straight_colour, write_frame
+from .frames import Frame, FrameList, load_split, split_is_missing
 from .meta import frames_of, matrix, media_path, number, pose_to_internal, read_json, require
+from .options import ReadOptions
 from .scene import Scene
 
 SPLITS = ("train", "val", "test")
 
 
-def _frame_list(root: Path, path: Path, meta: dict) -> FrameList:
+def _frame_list(root: Path, path: Path, meta: dict, options: ReadOptions) -> FrameList:
     frames = []
     for i, item in enumerate(frames_of(meta, path)):
         ctx = f"frame {i}: "
@@ -40,14 +45,15 @@ def _frame_list(root: Path, path: Path, meta: dict) -> FrameList:
         pose = pose_to_internal(matrix(require(item, "transform_matrix", path, ctx), path, ctx), "opengl")
         extra = {
             kind: media_path(root, item[key], path, key, ctx) if key in item else None
-            for kind, key in (("depth", "depth_file_path"), ("normal", "normal_file_path"))
+            for kind, key in (("depth", "depth_file_path"), ("normal", "normal_file_path"), ("mask", "mask_path"))
         }
         frames.append(Frame(image, pose, item, ctx, **extra))
-    unit = number(meta, "depth_unit_scale_factor", path, default=DEPTH_UNIT)
-    return FrameList(path, frames, top=meta, depth_unit=unit)
+    unit = options.depth_scale or number(meta, "depth_unit_scale_factor", path, default=DEPTH_UNIT)
+    return FrameList(path, frames, top=meta, depth_unit=unit, missing=options.missing_frames)
 
 
-def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=None, far=None) -> Scene:
+def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=None, far=None,
+         options: ReadOptions = ReadOptions()) -> Scene:
     root = Path(path)
     root = root.parent if root.is_file() else root
     if not root.is_dir():
@@ -61,7 +67,11 @@ def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=N
         if split != "train" and not file.is_file():
             continue
         metas[split] = read_json(file)
-        splits[split] = load_split(_frame_list(root, file, metas[split]), background, downscale)
+        frames = _frame_list(root, file, metas[split], options)
+        if not split_is_missing(frames, split):
+            splits[split] = load_split(frames, background, downscale)
+    if len(splits) == 1:
+        raise InputError(root, "no frame image of transforms_val.json or transforms_test.json exists")
     return make_scene(root, splits, background, metas["train"], files["train"],
                       aabb=aabb, near=near, far=far, extras={"format": "blender"})
 
@@ -72,6 +82,7 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     for split_name, split in scene.splits.items():
         cams = split.cameras
+        require_pinhole(split, "blender")
         fx, fy, cx, cy = shared_intrinsics(split)
         if not all(same_intrinsics(split, i) for i in range(len(split))):
             raise ValueError(f"blender format needs one set of intrinsics per split ({split_name})")

@@ -45,3 +45,9 @@ def same_intrinsics(split: SceneSplit, index: int) -> bool:
     c = split.cameras
     mine = (c.fx[index].item(), c.fy[index].item(), c.cx[index].item(), c.cy[index].item())
     return mine == shared_intrinsics(split)
+
+
+def require_pinhole(split: SceneSplit, fmt: str) -> None:
+    """Formats without lens parameters cannot hold distorted cameras: refuse, never drop them."""
+    if not split.cameras.pinhole:
+        raise ValueError(f"{fmt} format has no lens model: write {split.cameras.model} cameras as nerfstudio")

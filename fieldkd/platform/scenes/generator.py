@@ -38,10 +38,16 @@ from .specs import BOUND, SCENES
 from .trajectory import loop_poses
 from .tracer import one_thread, render_views
 
-GENERATOR_VERSION = 2  # bump when rendered output changes (invalidates caches)
+GENERATOR_VERSION = 3  # bump when rendered output changes (invalidates caches); 3: monosdf splits.json "depth"
 BLENDER_FOV = 0.6911112070083618  # camera_angle_x of the NeRF-synthetic scenes
 CAMERA_RADIUS = 4.0
 TRACE_BOUND = BOUND + 0.05  # rays and the mesh grid cover a bit more than the scene box
+# Lens coefficients of the distorted variants (a phone's wide camera; a mild fisheye), see lens.PARAMS.
+LENSES = {
+    "pinhole": None,
+    "opencv": (0.0578, -0.02, 0.0, 0.0, 0.001, -0.0005),
+    "fisheye": (0.05, -0.01, 0.002, -0.0003),
+}
 ROOM_FOV = math.radians(70.0)  # horizontal field of view of the room cameras (a phone's, roughly)
 ROOM_MAX_STEPS = 4096  # every ray of a room hits: let grazing rays converge
 ROOM_MESH_PAD = 0.1  # world units the room's mesh grid reaches beyond the walls
@@ -66,26 +72,41 @@ def room_spec(name: str) -> Room:
 
 
 def orbit_cameras(n_train=60, n_val=10, n_test=20, width=80, height=80,
-                  camera_angle_x=BLENDER_FOV, seed=0) -> dict[str, Cameras]:
-    """Cameras per split at radius 4 around the origin (see :mod:`orbits`); empty splits omitted."""
+                  camera_angle_x=BLENDER_FOV, seed=0, lens: str = "pinhole",
+                  per_frame_intrinsics: bool = False) -> dict[str, Cameras]:
+    """Cameras per split at radius 4 around the origin (see :mod:`orbits`); empty splits omitted.
+
+    ``lens``: a key of :data:`LENSES` (distorted variants); ``per_frame_intrinsics``: focal
+    lengths vary by up to 10 % and the principal point by up to a pixel from frame to frame.
+    """
+    if lens not in LENSES:
+        raise InputError("lens", f"unknown lens {lens!r} (known: {', '.join(LENSES)})")
     fx, fy, cx, cy = intrinsics_from_fov(camera_angle_x, width, height)
     poses = object_cameras({"train": n_train, "val": n_val, "test": n_test}, CAMERA_RADIUS, seed=seed)
     out = {}
     for split, c2w in poses.items():
         if len(c2w):
-            full = lambda v: torch.full((len(c2w),), float(v))  # noqa: E731
-            out[split] = Cameras(c2w, full(fx), full(fy), full(cx), full(cy), width, height)
+            n = len(c2w)
+            full = lambda v: torch.full((n,), float(v))  # noqa: E731
+            k = [full(fx), full(fy), full(cx), full(cy)]
+            if per_frame_intrinsics:
+                wave = torch.sin(torch.arange(n, dtype=torch.float32) * 1.3)
+                k = [k[0] * (1 + 0.1 * wave), k[1] * (1 + 0.1 * wave), k[2] + wave, k[3] - wave]
+            params = None if LENSES[lens] is None else torch.tensor(LENSES[lens]).expand(n, -1).clone()
+            out[split] = Cameras(c2w, *k, width, height, model=lens, distortion=params)
     return out
 
 
 def render_scene(name: str = "default", width=80, height=80, n_train=60, n_val=10, n_test=20,
                  camera_angle_x=BLENDER_FOV, seed=0, background=(1.0, 1.0, 1.0),
-                 progress: bool = False) -> Scene:
-    """Render the named scene in memory; images composited on ``background``."""
+                 progress: bool = False, lens: str = "pinhole", per_frame_intrinsics: bool = False) -> Scene:
+    """Render the named scene in memory; images composited on ``background``; the images of a
+    distorted ``lens`` are rendered through it (see :func:`orbit_cameras`)."""
     spec = scene_spec(name)
     bg = torch.tensor(background, dtype=torch.float32)
     splits = {}
-    for split, cams in orbit_cameras(n_train, n_val, n_test, width, height, camera_angle_x, seed).items():
+    for split, cams in orbit_cameras(n_train, n_val, n_test, width, height, camera_angle_x, seed,
+                                     lens, per_frame_intrinsics).items():
         r = render_views(spec, cams, TRACE_BOUND, progress=progress, desc=f"{name} {split}")
         splits[split] = SceneSplit(
             images=r["rgb"] + bg * (1 - r["alpha"][..., None]),
@@ -182,18 +203,25 @@ def _options(render, name: str, options: dict) -> dict:
 
 
 def write_scene(spec_name: str, out_dir, fmt: str = "blender", mesh_resolution: int = 128,
-                progress: bool = True, **options) -> Path:
+                progress: bool = True, center_crop: str = "no_crop", **options) -> Path:
     """Render ``spec_name`` and write it in format ``fmt`` plus ``mesh.ply`` into ``out_dir``.
 
     ``options`` go to :func:`render_scene` for object scenes (width=80, height=80,
     n_train=60, n_val=10, n_test=20, camera_angle_x, seed) or to
     :func:`render_room` for room scenes (width=64, height=48, n_frames=100,
     test_every=8, camera_angle_x). ``out_dir`` must be absent or empty (nothing
-    is ever overwritten). ``progress`` shows a tqdm bar while rendering.
+    is ever overwritten). ``progress`` shows a tqdm bar while rendering. Object scenes
+    also take ``lens`` (pinhole, opencv, fisheye) and ``per_frame_intrinsics``; the
+    monosdf format takes ``center_crop`` (cameras.npz then holds the camera of the
+    uncropped image, as MonoSDF's DTU / TNT / Replica data do; images must be 384x384).
     """
     out = Path(out_dir)
     if fmt not in WRITERS:
         raise InputError(out, f"unknown scene format {fmt!r} (known: {', '.join(WRITERS)})")
+    if center_crop != "no_crop" and fmt != "monosdf":
+        raise InputError(out, f"center_crop is a monosdf option, not one of format {fmt}")
+    if options.get("lens", "pinhole") != "pinhole" and fmt != "nerfstudio":
+        raise InputError(out, f"format {fmt} has no lens model: write lens={options['lens']} as nerfstudio")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(out, "output directory exists and is not empty")
     if spec_name in ROOMS:
@@ -204,6 +232,6 @@ def write_scene(spec_name: str, out_dir, fmt: str = "blender", mesh_resolution: 
     else:
         scene = render_scene(spec_name, progress=progress, **_options(render_scene, spec_name, options))
         verts, faces = extract_mesh(scene_spec(spec_name), mesh_resolution)
-    write_format(fmt, scene, out)
+    write_format(fmt, scene, out, **({"center_crop": center_crop} if center_crop != "no_crop" else {}))
     write_ply(out / "mesh.ply", verts, faces)
     return out

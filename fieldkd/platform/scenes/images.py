@@ -9,14 +9,16 @@ Encodings (our extensions to the Blender / nerfstudio formats):
 
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageMode
 
 from ..errors import InputError
-from . import limits
+from . import arrays, limits, png16
 
 
 def _open(path: Path, what: str, referrer: str = "") -> Image.Image:
@@ -47,10 +49,24 @@ def _open(path: Path, what: str, referrer: str = "") -> Image.Image:
 def read_rgba(path: Path, referrer: str = "") -> np.ndarray:
     """(H, W, 4) float32 in [0, 1] straight (not premultiplied) colour; alpha 1 if absent."""
     image = _open(path, "frame image", referrer)
+    if image.format == "PNG" and png16.is_16bit_colour(path):  # Pillow would keep 8 of the 16 bits
+        return _rgba16(path)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey
         grey = np.asarray(image, dtype=np.float32) / 65535.0
         return np.concatenate([np.repeat(grey[..., None], 3, -1), np.ones_like(grey)[..., None]], -1)
     return np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+
+
+def _rgba16(path: Path) -> np.ndarray:
+    try:
+        values = png16.read(path).astype(np.float32) / 65535.0
+    except (ValueError, zlib.error, struct.error) as e:
+        raise InputError(path, f"unreadable 16-bit PNG: {e}") from None
+    if values.shape[2] == 2:  # grey + alpha
+        values = np.concatenate([np.repeat(values[..., :1], 3, -1), values[..., 1:]], -1)
+    if values.shape[2] == 3:
+        values = np.concatenate([values, np.ones_like(values[..., :1])], -1)
+    return values
 
 
 def write_rgba(path: Path, rgb: np.ndarray, alpha: np.ndarray) -> None:
@@ -63,13 +79,59 @@ def write_rgb(path: Path, rgb: np.ndarray) -> None:
     Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(path)
 
 
+def write_grey(path: Path, values: np.ndarray) -> None:
+    """8-bit grey PNG of values in [0, 1] (masks)."""
+    Image.fromarray(np.round(np.clip(values, 0, 1) * 255).astype(np.uint8)).save(path)
+
+
 def read_depth(path: Path, unit: float, referrer: str = "") -> np.ndarray:
-    """(H, W) float32 depth in scene units (stored integer * unit)."""
-    image = _open(path, "depth image", referrer)
-    values = np.asarray(image)
+    """(H, W) float32 depth in scene units: stored value * unit, as nerfstudio reads it.
+
+    16-bit PNG (and other single-channel images) or ``.npy`` ((H, W) or (H, W, 1));
+    EXR is refused in one line, as no EXR reader is installed with fieldkd.
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".exr":
+        raise InputError(path, "EXR depth cannot be read (no EXR reader installed): "
+                               "store depth as 16-bit PNG or .npy")
+    if suffix == ".npy":
+        values = _npy(path, "depth map", referrer)
+        if values.ndim == 3 and values.shape[2] == 1:
+            values = values[..., 0]
+    else:
+        image = _open(path, "depth image", referrer)
+        values = np.asarray(image)
     if values.ndim != 2:
-        raise InputError(path, f"depth image must be single-channel, got mode {image.mode}")
-    return values.astype(np.float32) * unit
+        raise InputError(path, f"depth must be single-channel, got shape {values.shape}")
+    depth = values.astype(np.float32) * unit
+    if not np.isfinite(depth).all() or (depth < 0).any():
+        raise InputError(path, "depth has negative or non-finite values")
+    return depth
+
+
+def _npy(path: Path, what: str, referrer: str = "") -> np.ndarray:
+    if not path.is_file():
+        raise InputError(path, f"{what} not found" + (f" (referenced by {referrer})" if referrer else ""))
+    values = arrays.read_npy(path, what)  # within the scene's byte cap; never unpickles
+    if not isinstance(values, np.ndarray) or values.dtype.kind not in "biuf":
+        raise InputError(path, f"{what} must be a numeric array")
+    return values
+
+
+def read_mask(path: Path, referrer: str = "") -> np.ndarray:
+    """(H, W) float32 in [0, 1]: a grey or binary image (alpha when it has one), or ``.npy``."""
+    if path.suffix.lower() == ".npy":
+        values = _npy(path, "mask", referrer).astype(np.float32)
+        values = values[..., 0] if values.ndim == 3 and values.shape[2] == 1 else values
+        if values.ndim != 2 or not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+            raise InputError(path, "mask must be an (H, W) array of values in [0, 1]")
+        return values
+    image = _open(path, "mask image", referrer)
+    if image.mode in ("RGBA", "LA", "PA"):
+        return np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return np.clip(np.asarray(image, dtype=np.float32) / 65535.0, 0, 1)
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
 
 
 def write_depth(path: Path, depth: np.ndarray, unit: float) -> None:

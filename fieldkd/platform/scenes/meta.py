@@ -18,6 +18,8 @@ import torch
 
 from ..errors import InputError
 from .cameras import opencv_to_opengl
+from .lens import PARAMS
+from .limits import current
 from .paths import inside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -100,13 +102,55 @@ def aabb_of(meta: dict, path: Path) -> np.ndarray | None:
 
 
 def media_path(root: Path, value, path: Path, key: str, context: str) -> Path:
-    """Resolve a frame's file reference inside ``root``; Blender-style paths without extension get '.png'."""
+    """Resolve a frame's file reference; see :func:`with_extension` for paths without one."""
     if not isinstance(value, str) or not value:
         raise InputError(path, f"{context}'{key}' must be a non-empty string")
-    p = Path(value)
-    if p.suffix.lower() not in IMAGE_SUFFIXES:
-        p = p.with_name(p.name + ".png")
-    return inside(root, p, path, f"{context}{key}")
+    checked = inside(root, Path(value), path, f"{context}{key}")
+    found = with_extension(checked)
+    if found == checked or current().allow_outside_paths:
+        return found
+    return inside(root, found.relative_to(root), path, f"{context}{key}")  # the suffixed name, checked too
+
+
+def with_extension(p: Path) -> Path:
+    """Blender-style references omit the extension: the file as named when it exists, else the
+    first existing one with an image suffix (.png first), else the name with '.png'."""
+    if p.suffix.lower() in IMAGE_SUFFIXES or p.is_file():
+        return p
+    for suffix in sorted(IMAGE_SUFFIXES, key=lambda s: s != ".png"):
+        for candidate in (p.with_name(p.name + suffix), p.with_name(p.name + suffix.upper())):
+            if candidate.is_file():
+                return candidate
+    return p.with_name(p.name + ".png")
+
+
+def check_principal_point(cx: float, cy: float, width: int, height: int, where, context: str = "") -> None:
+    """Refuse a principal point outside the image (a K meant for another image size or crop)."""
+    if not (0 <= cx <= width and 0 <= cy <= height):
+        raise InputError(where, f"{context}principal point (cx={cx:.6g}, cy={cy:.6g}) lies outside its "
+                                f"{width}x{height} image: intrinsics of another image size or crop?")
+
+
+# camera_model names of nerfstudio / COLMAP files (and our MEI) -> our lens model (see lens.PARAMS)
+CAMERA_MODELS = {
+    "PINHOLE": "pinhole", "SIMPLE_PINHOLE": "pinhole", "OPENCV": "opencv",
+    "OPENCV_FISHEYE": "fisheye", "MEI": "mei",
+}
+
+
+def lens_parameters(meta: dict, model: str, path: Path, context: str = "", fallback: dict | None = None):
+    """The lens parameters (see :data:`lens.PARAMS`) of a frame; absent keys are 0.
+
+    Distortion keys that the model does not use must be absent or 0: a
+    pinhole file with k1 != 0 is ambiguous, not a pinhole.
+    """
+    merged = {**(fallback or {}), **meta}
+    used = PARAMS[model]
+    for key in ("k1", "k2", "k3", "k4", "p1", "p2", "xi"):
+        if key not in used and number(merged, key, path, context):
+            raise InputError(path, f"{context}{key}={merged[key]} is not a parameter of the {model} camera "
+                                   "model (set camera_model to OPENCV, OPENCV_FISHEYE or MEI)")
+    return [number(merged, key, path, context, default=0.0) for key in used]
 
 
 def intrinsics(meta: dict, width: int, height: int, path: Path, context: str = "",

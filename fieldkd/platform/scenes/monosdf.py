@@ -5,7 +5,7 @@ Layout::
     cameras.npz         world_mat_<i>: 4x4 = K (4x4) @ world-to-camera, OpenCV axes (x right, y down, z forward)
                         scale_mat_<i>: 4x4 similarity, normalised scene coordinates -> world coordinates
     000000_rgb.png      colour, 8-bit
-    000000_depth.npy    (H, W) camera z-depth in world units
+    000000_depth.npy    (H, W) camera z-depth in world units (times ``scene.depth_scale`` when given)
     000000_normal.npy   (3, H, W) in [0, 1], n = 2 v - 1, in the OpenCV camera frame
     000000_mask.npy     optional (H, W) in [0, 1]
     splits.json         optional, ours: {"train": [ids], "val": [ids], "test": [ids]}, optional "aabb", "near",
@@ -30,7 +30,17 @@ rotated from the camera into the scene frame, and ``Scene.extras`` keeps
 - The box is MonoSDF's: [-1, 1]^3 around its unit bounding sphere, unless
   given; near / far follow :mod:`bounds` for that box.
 - MonoSDF's own Replica / ScanNet depths are monocular estimates, known up to
-  scale and shift; they are divided by the scale like metric ones.
+  scale and shift; they are divided by the scale like metric ones, and
+  ``Scene.extras['depth_kind']`` says "monocular" unless splits.json says
+  ``"depth": "metric"`` (our generated rooms): depth metrics then align
+  scale and shift first, as the loss does.
+- ``scene.center_crop`` is MonoSDF's ``center_crop_type``. Its DTU, Tanks and
+  Temples and Replica data keep the camera of the original image in
+  cameras.npz while the images are already centre-cropped to a square and
+  resized to 384x384; the crop moves cx by half the cut width and scales K to
+  384 px (:func:`crop_intrinsics`), and leaves the images as they are.
+  ``no_crop`` (ScanNet, ours) uses K as stored. A principal point outside
+  the image is refused, naming the crop that may be missing.
 """
 
 from __future__ import annotations
@@ -48,8 +58,9 @@ from ..errors import InputError
 from . import arrays, images
 from .assemble import make_scene
 from .cameras import Cameras, opencv_to_opengl
-from .export import straight_colour
-from .meta import aabb_of, read_json
+from .export import require_pinhole, straight_colour
+from .meta import aabb_of, check_principal_point, read_json
+from .options import ReadOptions
 from .paths import inside
 from .scene import Scene, SceneSplit
 from .similarity import pose_to_world, similarity_parts
@@ -57,7 +68,16 @@ from .similarity import pose_to_world, similarity_parts
 CAMERAS = "cameras.npz"
 SPLITS_FILE = "splits.json"
 SPLITS = ("train", "val", "test")
-BOUND_KEYS = ("aabb", "near", "far")
+BOUND_KEYS = ("aabb", "near", "far", "depth")
+DEPTH_KINDS = ("metric", "monocular")
+CROP_SIZE = 384  # the side of MonoSDF's cropped and resized images
+# center_crop_type -> (width of the centred square crop, original image width), from MonoSDF's loaders
+CROPS = {
+    "no_crop": None,
+    "center_crop_for_replica": (680, 1200),
+    "center_crop_for_tnt": (540, 960),
+    "center_crop_for_dtu": (1200, 1600),
+}
 UNIT_BOX = [[-1.0] * 3, [1.0] * 3]
 FRAME_NAME = re.compile(r"^(\d+)_rgb\.png$")
 SKEW_TOLERANCE = 1e-6  # relative to fx
@@ -104,6 +124,29 @@ def intrinsics_from_k(k: np.ndarray) -> tuple[float, float, float, float]:
     return float(k[0, 0]), float(k[1, 1]), float(k[0, 2]) + PIXEL_CENTRE, float(k[1, 2]) + PIXEL_CENTRE
 
 
+def crop_intrinsics(k: np.ndarray, crop: str) -> np.ndarray:
+    """K (MonoSDF's pixel convention) after MonoSDF's ``center_crop_type``: cx loses half the
+    cut width, then the first two rows scale to the 384-px image (fx, fy, cx, cy alike)."""
+    if CROPS[crop] is None:
+        return k
+    size, width = CROPS[crop]
+    out = np.array(k, dtype=np.float64)
+    out[0, 2] -= (width - size) * 0.5
+    out[:2, :] *= CROP_SIZE / size
+    return out
+
+
+def uncrop_intrinsics(k: np.ndarray, crop: str) -> np.ndarray:
+    """The inverse of :func:`crop_intrinsics`: K of the original image (what MonoSDF's data store)."""
+    if CROPS[crop] is None:
+        return k
+    size, width = CROPS[crop]
+    out = np.array(k, dtype=np.float64)
+    out[:2, :] *= size / CROP_SIZE
+    out[0, 2] += (width - size) * 0.5
+    return out
+
+
 def k_from_intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx - PIXEL_CENTRE], [0.0, fy, cy - PIXEL_CENTRE], [0.0, 0.0, 1.0]])
 
@@ -145,12 +188,13 @@ def _matrix(cameras: dict, key: str, path: Path, frame: str) -> np.ndarray:
     return m
 
 
-def _camera(cameras: dict, path: Path, i: int, frame: str) -> _Camera:
+def _camera(cameras: dict, path: Path, i: int, frame: str, crop: str = "no_crop") -> _Camera:
     world_mat = _matrix(cameras, f"world_mat_{i}", path, frame)
     scale_mat = _matrix(cameras, f"scale_mat_{i}", path, frame)
     try:
         similarity_parts(scale_mat)
         k, c2w = decompose_projection(world_mat @ scale_mat)
+        k = crop_intrinsics(k, crop)
         intrinsics_from_k(k)
     except ValueError as e:
         raise InputError(path, f"frame {frame} (world_mat_{i} @ scale_mat_{i}): {e}") from None
@@ -238,7 +282,7 @@ def _mask(path: Path, size) -> np.ndarray:
 
 
 def _read_frame(image: Path, camera: _Camera, kinds: set[str], background: np.ndarray,
-                first: tuple[int, int] | None) -> _Frame:
+                first: tuple[int, int] | None, depth_scale: float = 1.0) -> _Frame:
     rgba = images.read_rgba(image)
     size = (rgba.shape[1], rgba.shape[0])
     if first is not None and size != first:
@@ -246,7 +290,7 @@ def _read_frame(image: Path, camera: _Camera, kinds: set[str], background: np.nd
     scale, _, _ = similarity_parts(camera.scale_mat)
     alpha = rgba[..., 3] * (_mask(_companion(image, "mask"), size) if "mask" in kinds else 1.0)
     rgb = rgba[..., :3] * alpha[..., None] + background * (1 - alpha[..., None])
-    depth = _depth(_companion(image, "depth"), size, scale) if "depth" in kinds else None
+    depth = _depth(_companion(image, "depth"), size, scale / depth_scale) if "depth" in kinds else None
     normal = _normals(_companion(image, "normal"), size, camera.c2w[:3, :3]) if "normal" in kinds else None
     return _Frame(rgb.astype(np.float32), alpha.astype(np.float32), depth, normal, camera, image)
 
@@ -279,6 +323,8 @@ def _read_splits(path: Path, known: dict[int, Path]) -> tuple[dict[str, list[int
         raise InputError(path, "'train' is empty")
     if "val" not in splits and "test" not in splits:
         splits["test"] = everything
+    if meta.get("depth", "metric") not in DEPTH_KINDS:
+        raise InputError(path, f"'depth' must be one of {', '.join(DEPTH_KINDS)}, got {meta['depth']!r}")
     return splits, {key: meta[key] for key in BOUND_KEYS if key in meta}
 
 
@@ -320,7 +366,22 @@ def _split(frames: list[_Frame], downscale: int) -> SceneSplit:
     )
 
 
-def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=None, far=None) -> Scene:
+def _check_frame(frame: _Frame, cam_path: Path, crop: str) -> None:
+    h, w = frame.rgb.shape[:2]
+    if crop != "no_crop" and (w, h) != (CROP_SIZE, CROP_SIZE):
+        raise InputError(frame.path, f"scene.center_crop={crop} expects MonoSDF's {CROP_SIZE}x{CROP_SIZE} "
+                                     f"images, got {w}x{h}")
+    _, _, cx, cy = intrinsics_from_k(frame.camera.k)
+    hint = "" if crop != "no_crop" else (" (MonoSDF's DTU, Tanks and Temples and Replica scans need "
+                                         "scene.center_crop=center_crop_for_dtu, _tnt or _replica)")
+    try:
+        check_principal_point(cx, cy, w, h, cam_path, f"frame {frame.path.name}: ")
+    except InputError as e:
+        raise InputError(cam_path, f"{e.problem}{hint}") from None
+
+
+def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=None, far=None,
+         options: ReadOptions = ReadOptions()) -> Scene:
     root = Path(path)
     root = root.parent if root.is_file() else root
     if not root.is_dir():
@@ -330,15 +391,17 @@ def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=N
     files = _frame_files(root)
     splits_path = root / SPLITS_FILE
     ids, bounds = _read_splits(splits_path, files)
+    depth_kind = bounds.pop("depth", "monocular")
     used = sorted(set().union(*ids.values()))
-    cams = {i: _camera(cam_data, cam_path, i, files[i].name) for i in used}
+    cams = {i: _camera(cam_data, cam_path, i, files[i].name, options.center_crop) for i in used}
     world_from_scene = _shared_scale_mat(cams, cam_path)
     kinds = _optional_kinds(files, used)
     bg = np.asarray(background, dtype=np.float32)
     frames: dict[int, _Frame] = {}
     for i in used:
         first = next(iter(frames.values())).rgb.shape[1::-1] if frames else None
-        frames[i] = _read_frame(files[i], cams[i], kinds, bg, first)
+        frames[i] = _read_frame(files[i], cams[i], kinds, bg, first, options.depth_scale or 1.0)
+        _check_frame(frames[i], cam_path, options.center_crop)
         if first is None and min(frames[i].rgb.shape[:2]) // downscale < 1:
             raise InputError(files[i], f"downscale {downscale} leaves no pixels of a "
                                        f"{frames[i].rgb.shape[1]}x{frames[i].rgb.shape[0]} image")
@@ -348,6 +411,7 @@ def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=N
     return make_scene(root, splits, background, bounds, meta_path,
                       aabb=box if box is not None else UNIT_BOX, near=near, far=far,
                       extras={"format": "monosdf", "world_from_scene": torch.from_numpy(world_from_scene),
+                              "depth_kind": depth_kind,
                               "frame_ids": ids})
 
 
@@ -377,9 +441,10 @@ def _needs_mask(scene: Scene) -> bool:
     return any(s.alphas is not None and bool((s.alphas < 1).any()) for s in scene.splits.values())
 
 
-def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Path:
+def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True, center_crop: str = "no_crop") -> Path:
     """Write every frame once (splits may share frames) plus ``splits.json``; depth and normals
-    only when every split has them, masks only when some pixel is not fully covered."""
+    only when every split has them, masks only when some pixel is not fully covered.
+    ``center_crop`` stores the K of the uncropped image, as MonoSDF's own data do."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ids = _written_ids(scene)
@@ -390,6 +455,7 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
     with_mask = _needs_mask(scene)
     matrices, done = {}, set()
     for name, split in scene.splits.items():
+        require_pinhole(split, "monosdf")
         straight = straight_colour(split, scene.background)
         c2w_cv = opencv_to_opengl(split.cameras.c2w.double()).numpy()  # the flip is its own inverse
         for index, i in enumerate(ids[name]):
@@ -397,7 +463,8 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
                 continue
             done.add(i)
             c = split.cameras
-            k = k_from_intrinsics(*(float(t[index]) for t in (c.fx, c.fy, c.cx, c.cy)))
+            k = uncrop_intrinsics(k_from_intrinsics(*(float(t[index]) for t in (c.fx, c.fy, c.cx, c.cy))),
+                                  center_crop)
             matrices[f"world_mat_{i}"] = compose_world_mat(k, pose_to_world(c2w_cv[index], world_from_scene))
             matrices[f"scale_mat_{i}"] = world_from_scene
             stem = out / f"{i:06d}"
@@ -411,6 +478,7 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
                 camera = split.normals[index].double().numpy() @ c2w_cv[index, :3, :3]  # rows: R^T n
                 np.save(f"{stem}_normal.npy", (camera * 0.5 + 0.5).transpose(2, 0, 1).astype(np.float32))
     np.savez(out / CAMERAS, **matrices)
-    meta = {**ids, "aabb": scene.aabb.tolist(), "near": scene.near, "far": scene.far}
+    meta = {**ids, "aabb": scene.aabb.tolist(), "near": scene.near, "far": scene.far,
+            "depth": scene.extras.get("depth_kind", "metric")}
     (out / SPLITS_FILE).write_text(json.dumps(meta, indent=1))
     return out

@@ -20,6 +20,9 @@ class SceneSplit:
     alphas: torch.Tensor | None = None  # (N, H, W) in [0, 1]
     depths: torch.Tensor | None = None  # (N, H, W) camera z-depth in scene units, 0 where no surface
     normals: torch.Tensor | None = None  # (N, H, W, 3) world-space unit normals, 0 where no surface
+    # (N, H, W) per-pixel training weight in [0, 1] (nerfstudio's mask_path: 0 = ignore the pixel);
+    # the photometric task draws rays only where it is > 0.5. Coverage is ``alphas``, not this.
+    masks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -33,7 +36,7 @@ class SceneSplit:
             raise ValueError(f"view indices must lie in [0, {len(self)}), got {index.tolist()}")
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         return SceneSplit(self.images[index], self.cameras[index], [self.frame_paths[i] for i in index.tolist()],
-                          pick(self.alphas), pick(self.depths), pick(self.normals))
+                          pick(self.alphas), pick(self.depths), pick(self.normals), pick(self.masks))
 
 
 @dataclass

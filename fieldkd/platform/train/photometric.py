@@ -30,6 +30,10 @@ class PixelSampler:
         self.colors = split.images.reshape(-1, 3).to(device)
         self.depths = split.depths.reshape(-1).to(device) if split.depths is not None else None
         self.normals = split.normals.reshape(-1, 3).to(device) if split.normals is not None else None
+        # Pixels a training mask keeps (SceneSplit.masks > 0.5); None: every pixel.
+        self.kept = None if split.masks is None else (split.masks.reshape(-1) > 0.5).nonzero()[:, 0]
+        if self.kept is not None and self.kept.numel() == 0:
+            raise ValueError("the split's masks keep no pixel")
 
     def sample(self, n_rays: int):
         rays, colours, _ = self.draw(n_rays)
@@ -37,7 +41,10 @@ class PixelSampler:
 
     def _pixels(self, n_rays: int):
         n, h, w = self.shape
-        flat = torch.randint(0, n * h * w, (n_rays,), generator=self.generator)
+        if self.kept is None:
+            flat = torch.randint(0, n * h * w, (n_rays,), generator=self.generator)
+        else:
+            flat = self.kept[torch.randint(0, self.kept.numel(), (n_rays,), generator=self.generator)]
         cam, rest = flat // (h * w), flat % (h * w)
         py, px = (rest // w).float(), (rest % w).float()
         return flat.to(self.device), self.split.cameras.rays_at(cam, px, py).to(self.device), cam.to(self.device)

@@ -26,12 +26,14 @@ DONE = "_COMPLETE"
 
 
 def split_rows(split: SceneSplit) -> np.ndarray:
-    """(n_pixels, 10) float32: every ray of the split with its colour."""
+    """(n_pixels, 10) float32: every ray of the split with its colour (only the pixels that the
+    split's training masks keep, where it has masks)."""
     rows = []
     for i in range(len(split)):
         rays = split.cameras.image_rays(i)
         colors = split.images[i].reshape(-1, 3)
-        rows.append(torch.cat([rays.origins, rays.directions, rays.z_scale[:, None], colors], dim=1))
+        row = torch.cat([rays.origins, rays.directions, rays.z_scale[:, None], colors], dim=1)
+        rows.append(row if split.masks is None else row[split.masks[i].reshape(-1) > 0.5])
     return torch.cat(rows).numpy().astype(np.float32)
 
 
