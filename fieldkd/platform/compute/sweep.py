@@ -38,6 +38,8 @@ import yaml
 from ray import tune
 
 from ..errors import InputError, PartialFailure
+from ..atomic import write_text
+from ..owned import require_own_folder
 from ..stages import scene_label
 from ..summary import finite, is_finite
 from ..tracking import Run, flatten
@@ -265,6 +267,9 @@ def run_tuner(parent: Run, space: TuneSpace, settings: dict, spec: SweepSpec,
     with _environment(TUNE_GLOBAL_CHECKPOINT_S=os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", STATE_SAVE_S),
                       TUNE_DISABLE_SIGINT_HANDLER="1"):
         if resuming and tune.Tuner.can_restore(str(experiment)):
+            # Tune unpickles what it finds there: someone else's file could run their code.
+            require_own_folder(sweep_dir, "restore a Tune experiment", recursive=False)
+            require_own_folder(experiment, "restore a Tune experiment (it unpickles)")
             print(f"fieldkd: resuming the Tune experiment in {experiment}", file=sys.stderr)
             tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, restart_errored=True,
                                        param_space=param_space(space))
@@ -442,9 +447,7 @@ def read_record(records: str | Path, trial_id: str) -> dict | None:
 
 def write_record(records: str | Path, record: dict) -> None:
     path = Path(records) / f"{record['trial_id']}.json"
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(record, indent=1))
 
 
 # -- trial runs' end states, the best trial ----------------------------------------------------

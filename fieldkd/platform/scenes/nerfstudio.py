@@ -24,6 +24,7 @@ import json
 import os
 from pathlib import Path
 
+from ..atomic import write_text
 from ..errors import InputError
 from .assemble import make_scene
 from .export import DEPTH_UNIT, shared_intrinsics, straight_colour, write_frame
@@ -146,5 +147,5 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
             meta["frames"].append(frame)
             names.append(frame["file_path"])
         meta[SPLIT_KEYS[split_name]] = names
-    (out / "transforms.json").write_text(json.dumps(meta, indent=2))
+    write_text(out / "transforms.json", json.dumps(meta, indent=2))
     return out

@@ -25,6 +25,7 @@ from .store import experiment_id
 from .system import SYSTEM_PREFIX, SystemMetrics
 
 PARENT_TAG = "mlflow.parentRunId"
+CHECKPOINT_TAG = "fieldkd.checkpoint"  # where a stage's final checkpoint lives in storage (output_dir)
 MAX_PARAM_LENGTH = 6000
 BATCH = 100  # MLflow's per-request limit for params and for tags
 METRIC_BATCH = 1000  # MLflow's per-request limit for metrics
