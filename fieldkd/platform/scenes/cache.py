@@ -18,6 +18,12 @@ from pathlib import Path
 from .generator import GENERATOR_VERSION, write_scene
 
 
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def cache_root() -> Path:
     base = os.environ.get("FIELDKD_CACHE")
     return (Path(base).expanduser() if base else Path.home() / ".cache" / "fieldkd") / "scenes"
@@ -37,6 +43,7 @@ def default_scene_dir(name: str = "default", fmt: str = "blender", progress: boo
         for stale in final.parent.glob(f".{final.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the scene from a shared cache's group
         try:
             write_scene(name, tmp, fmt=fmt, progress=progress)
             os.rename(tmp, final)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-from ..atomic import atomic_open
+from ..atomic import atomic_open, clean_stale
 from ..errors import InputError
 
 LAST = "last.pt"
@@ -67,6 +67,7 @@ class DirectoryCheckpoints:
         self.directory = Path(directory)
 
     def load(self, map_location="cpu") -> dict | None:
+        clean_stale(self.directory, recursive=False)  # a killed save's temporary file
         path = find_checkpoint(self.directory)
         return load_checkpoint(path, map_location) if path else None
 
