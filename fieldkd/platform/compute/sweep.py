@@ -130,6 +130,8 @@ def _sweep(parent: Run | None, spec: SweepSpec | None, space_name: str | None, o
     if settings["seed"] is None:
         settings["seed"] = cfg["seed"]
     check_sweep(cfg, space, settings, spec.overrides)
+    if resume:
+        check_restorable(Path(spec.output_dir) / resume)
 
     owns_ray = init_ray()
     try:
@@ -267,9 +269,6 @@ def run_tuner(parent: Run, space: TuneSpace, settings: dict, spec: SweepSpec,
     with _environment(TUNE_GLOBAL_CHECKPOINT_S=os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", STATE_SAVE_S),
                       TUNE_DISABLE_SIGINT_HANDLER="1"):
         if resuming and tune.Tuner.can_restore(str(experiment)):
-            # Tune unpickles what it finds there: someone else's file could run their code.
-            require_own_folder(sweep_dir, "restore a Tune experiment", recursive=False)
-            require_own_folder(experiment, "restore a Tune experiment (it unpickles)")
             print(f"fieldkd: resuming the Tune experiment in {experiment}", file=sys.stderr)
             tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, restart_errored=True,
                                        param_space=param_space(space))
@@ -290,6 +289,15 @@ def run_tuner(parent: Run, space: TuneSpace, settings: dict, spec: SweepSpec,
         raise SweepInterrupted(interrupted(parent))
     settle_leftovers(parent, outcomes)
     return (*log_best(parent, outcomes, settings), sum(o.error for o in outcomes))
+
+
+def check_restorable(sweep_dir: Path) -> None:
+    """Tune unpickles what it finds in the experiment folder: someone else's file there could
+    run their code, so the folder must be the user's own (see :mod:`fieldkd.platform.owned`)."""
+    experiment = sweep_dir / "tune"
+    if experiment.exists():
+        require_own_folder(sweep_dir, "restore a Tune experiment", recursive=False)
+        require_own_folder(experiment, "restore a Tune experiment (it unpickles)")
 
 
 def interrupted(parent: Run) -> str:
