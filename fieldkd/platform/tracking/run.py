@@ -21,7 +21,7 @@ from urllib.request import url2pathname
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag, ViewType
 
-from ..atomic import copy_file, write_text
+from ..atomic import atomic_path, copy_file, write_text
 from .retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 from .store import client as make_client
 from .store import experiment_id
@@ -171,6 +171,11 @@ class Run:
         self._call(self.client.log_image, self.run_id, image, file_name)
 
     def log_figure(self, figure, file_name: str) -> None:
+        local = self._local_artifacts()
+        if local is not None:
+            with atomic_path(local / file_name) as tmp:
+                figure.savefig(tmp)
+            return
         self._call(self.client.log_figure, self.run_id, figure, file_name)
 
     # -- system metrics --------------------------------------------------------------------
