@@ -38,7 +38,7 @@ import yaml
 from ray import tune
 
 from ..errors import InputError, PartialFailure
-from ..atomic import write_text
+from ..atomic import clean_stale, write_text
 from ..owned import require_own_folder
 from ..stages import scene_label
 from ..summary import finite, is_finite
@@ -253,6 +253,7 @@ def run_tuner(parent: Run, space: TuneSpace, settings: dict, spec: SweepSpec,
     sweep_dir = Path(spec.output_dir) / parent.run_id
     records = sweep_dir / "trials"
     records.mkdir(parents=True, exist_ok=True)
+    clean_stale(records)  # records whose write a killed sweep cut short
     setup = TrialSetup(
         sweep_run_id=parent.run_id, tracking_uri=parent.tracking_uri,
         overrides=trial_overrides(spec.overrides, {"output_dir": spec.output_dir}),
