@@ -401,6 +401,17 @@ def test_no_mlflow_server_listens_without_authentication():
     assert servers >= 1  # the README shows how to run one
 
 
+def test_kuberay_pods_log_in_to_the_tracking_server_with_a_secret():
+    for manifest in (RAYCLUSTER, RAYJOB):
+        doc = load(manifest)
+        spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+        for group in (spec["headGroupSpec"], *spec["workerGroupSpecs"]):
+            assert pod_spec(group)["securityContext"]["fsGroup"] == 100  # rayproject's group users
+            env = {e["name"]: e for e in pod_spec(group)["containers"][0]["env"]}
+            for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                assert env[name]["valueFrom"]["secretKeyRef"]["name"], f"{manifest.name}: {name}"
+
+
 def test_storage_and_server_checks_can_fail():
     assert world_writable("initialization_commands:\n  - sudo mkdir -p /x && sudo chmod 777 /x\n")
     assert world_writable("chmod -R a+w /x") and world_writable("chmod o+rwx /x") and world_writable("chmod 0666 f")
