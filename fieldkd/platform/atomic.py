@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -29,9 +29,13 @@ def _host() -> str:
 
 
 def _temp_file(target: Path) -> tuple[int, Path]:
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}~{_host()}~{os.getpid()}~",
-                                suffix=f"~tmp{target.suffix}", dir=target.parent)
-    return fd, Path(name)
+    # Created as open() would (0666 less the umask), not mkstemp's 0600; O_EXCL: never someone else's file.
+    while True:
+        path = target.parent / f".{target.name}~{_host()}~{os.getpid()}~{secrets.token_hex(4)}~tmp{target.suffix}"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
 
 
 def _fsync_file(path: Path) -> None:
@@ -50,10 +54,6 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _publish(tmp: Path, target: Path) -> None:
-    # mkstemp creates 0600: give the file the permissions a plain open() would have.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, target)
     _fsync_dir(target.parent)
 
