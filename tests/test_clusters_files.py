@@ -351,3 +351,71 @@ def test_kuberay_checks_can_fail():
     del pod_spec(no_image["headGroupSpec"])["containers"][0]["image"]
     with pytest.raises(AssertionError, match="no image"):
         check_cluster_spec(no_image)
+
+
+# --------------------------------------------------------------------------- shared storage, tracking server
+
+WORLD_WRITABLE_CHMOD = re.compile(r"chmod\s+(?:-\w+\s+)*(?:0?[0-7]?[0-7][0-7][2367]\b|[ugo]*a[ugo]*[+=]\S*w"
+                                  r"|[ug]*o[ug]*[+=]\S*w|[+=]\S*w)")
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def shell_commands(text: str) -> list[str]:
+    """Lines of the files as commands: continuation lines joined, YAML list dashes and comments kept."""
+    return [" ".join(line.split()) for line in text.replace("\\\n", " ").splitlines()]
+
+
+def world_writable(text: str) -> list[str]:
+    return [c for c in shell_commands(text) if WORLD_WRITABLE_CHMOD.search(c)]
+
+
+def open_mlflow_servers(text: str) -> list[str]:
+    """``mlflow server`` commands that listen beyond loopback without logging users in."""
+    found = []
+    for command in shell_commands(text):
+        if "mlflow server" not in command:
+            continue
+        host = re.search(r"(?:--host|-h)[ =](\S+)", command)
+        if host and host.group(1).strip("'\"") not in LOOPBACK and "--app-name basic-auth" not in command:
+            found.append(command)
+    return found
+
+
+def cluster_texts() -> dict[Path, str]:
+    return {p: p.read_text() for p in CLUSTERS.rglob("*") if p.is_file()}
+
+
+def test_shared_folders_are_never_world_writable():
+    for path, text in cluster_texts().items():
+        assert not world_writable(text), f"{path.name}: {world_writable(text)}"
+    for raw in LAUNCHER.values():
+        init = " ".join(load(raw)["initialization_commands"])
+        assert "chmod 2775 /mnt/fieldkd" in init and "chown" in init, "group permissions for the shared folder"
+
+
+def test_no_mlflow_server_listens_without_authentication():
+    servers = 0
+    for path, text in cluster_texts().items():
+        assert not open_mlflow_servers(text), f"{path.name}: {open_mlflow_servers(text)}"
+        servers += sum("mlflow server" in c for c in shell_commands(text))
+    assert servers >= 1  # the README shows how to run one
+
+
+def test_kuberay_pods_log_in_to_the_tracking_server_with_a_secret():
+    for manifest in (RAYCLUSTER, RAYJOB):
+        doc = load(manifest)
+        spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+        for group in (spec["headGroupSpec"], *spec["workerGroupSpecs"]):
+            assert pod_spec(group)["securityContext"]["fsGroup"] == 100  # rayproject's group users
+            env = {e["name"]: e for e in pod_spec(group)["containers"][0]["env"]}
+            for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                assert env[name]["valueFrom"]["secretKeyRef"]["name"], f"{manifest.name}: {name}"
+
+
+def test_storage_and_server_checks_can_fail():
+    assert world_writable("initialization_commands:\n  - sudo mkdir -p /x && sudo chmod 777 /x\n")
+    assert world_writable("chmod -R a+w /x") and world_writable("chmod o+rwx /x") and world_writable("chmod 0666 f")
+    assert not world_writable("chmod 2775 /x") and not world_writable("chmod g+w /x")
+    assert open_mlflow_servers("mlflow server --host 0.0.0.0 \\\n    --port 5000")
+    assert not open_mlflow_servers("mlflow server --app-name basic-auth --host 0.0.0.0 --port 5000")
+    assert not open_mlflow_servers("mlflow server --host 127.0.0.1 --port 5000")

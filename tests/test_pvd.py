@@ -54,6 +54,11 @@ def test_pvd_trains_a_teacher_then_distills_a_grid_student_within_the_time_budge
         assert 0 < steps < 100000  # stopped by time, not steps
         assert child.data.metrics["train/seconds"] == pytest.approx(6, abs=2.5)
         assert "config.yaml" in {a.path for a in client.list_artifacts(child.info.run_id)}
+        # The checkpoint stays in output_dir and the run names it; output_dir is under the temporary
+        # folder here, so tracking.log_checkpoint=auto keeps a copy in MLflow too.
+        stage = child.data.tags["fieldkd.stage"]
+        assert child.data.tags["fieldkd.checkpoint"] == str((tmp_path / "out" / run_id / stage / "last.pt").resolve())
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "checkpoints")] == ["checkpoints/last.pt"]
     # A grid has no intermediate feature: the feature-only stage is skipped and no feature loss is logged.
     # Its stages follow the time budget: volume terms first, then the rendered colour too.
     assert set(history(client, student.info.run_id, "distill/stage")) == {1.0, 2.0}
@@ -65,8 +70,13 @@ def test_pvd_trains_a_teacher_then_distills_a_grid_student_within_the_time_budge
 def test_a_loaded_teacher_is_scored_again_and_taught_on_ray_train_workers_from_a_store(
         tiny_blender, tmp_path, mlflow_uri):
     first = pvd_config(tiny_blender, tmp_path / "out", "teacher.field=hash", "student.field=hash",
-                       "student.trainer.steps=20")
+                       "student.trainer.steps=20", "tracking.log_checkpoint=false")
     first_id, first_metrics = execute(first, pvd.run)
+    client = MlflowClient(mlflow_uri)
+    taught = children(client, first_id)["teacher"]
+    assert not client.list_artifacts(taught.info.run_id, "checkpoints")  # stored once: in output_dir
+    stored = (tmp_path / "out" / first_id / "teacher" / "last.pt").resolve()
+    assert taught.data.tags["fieldkd.checkpoint"] == str(stored)
 
     # The teacher comes from the first pipeline's run; the student trains on 2 Ray Train
     # workers that stream the teacher's answers from Parquet shards through Ray Data.
@@ -74,9 +84,10 @@ def test_a_loaded_teacher_is_scored_again_and_taught_on_ray_train_workers_from_a
                         "compute.workers=2", "distill.source=store", "distill.store_batches=8")
     second_id, metrics = execute(second, pvd.run)
 
-    # Same weights, same views: the same score, to the last digit.
+    # Same weights, same views: the same score, to the last digit. The teacher was found by the
+    # checkpoint's path that its run names, and used where it is (no downloaded copy).
     assert metrics["teacher/test/psnr"] == first_metrics["teacher/test/psnr"]
-    client = MlflowClient(mlflow_uri)
+    assert not (tmp_path / "out" / second_id / "teacher_source" / "last.pt").exists()
     stages = children(client, second_id)
     assert stages["teacher"].data.tags["fieldkd.task"] == "evaluate"
     assert not client.get_metric_history(stages["teacher"].info.run_id, "train/loss")  # scored, not trained

@@ -254,6 +254,18 @@ def test_killed_sweep_resumes(tmp_path, tiny_blender):
     finished_losses = len(client.get_metric_history(finished.info.run_id, "train/loss"))
     finished_end = client.get_run(finished.info.run_id).info.end_time
 
+    # Tune unpickles the experiment folder: one that others could write is refused, in one line.
+    experiment = out / sweep_id / "tune"
+    mode = experiment.stat().st_mode
+    experiment.chmod(mode | 0o020)
+    refused = subprocess.run(cli([*args, f"resume={sweep_id}"]), cwd=tmp_path, env=environment(uri),
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("fieldkd: error:") and str(experiment) in last and "writable by group" in last, last
+    assert client.get_run(sweep_id).info.status == "RUNNING"  # refused before anything changed
+    experiment.chmod(mode)
+
     proc2 = subprocess.run(cli([*args, f"resume={sweep_id}"]), cwd=tmp_path, env=environment(uri),
                            capture_output=True, text=True, timeout=600)
     assert proc2.returncode == 0, proc2.stderr[-4000:]

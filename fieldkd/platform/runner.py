@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 import yaml
 
+from .atomic import clean_stale
 from .compute.session import init_ray
 from .errors import InputError
 from .stages import RunContext, scene_label
@@ -60,6 +61,7 @@ def _execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None
         run.start_system_metrics(float(cfg["tracking"]["system_metrics_s"]))
     output_dir = Path(cfg["output_dir"]).resolve() / run.run_id
     output_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale(output_dir)  # temporary files of writes that a killed earlier attempt left
     ctx = RunContext(cfg=cfg, run=run, device=device, output_dir=output_dir)
     try:
         metrics = method(ctx)

@@ -8,7 +8,6 @@ driven by the resolved config, so a method stays a short recipe.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 import yaml
 
+from .atomic import copy_file
 from .compute.session import placement
 from .distill.stage import TeacherRef
 from .distill.teacher import Teacher
@@ -30,6 +30,7 @@ from .scenes import default_scene_dir, load_scene
 from .scenes.limits import ReadLimits
 from .scenes.scene import Scene, SceneSplit
 from .tracking import Run, flatten
+from .tracking.run import CHECKPOINT_TAG
 from .train.loop import MetricsLogger, Trainer, TrainerConfig, TrainResult
 from .train.photometric import PhotometricTask
 from .train.supervision import Supervision
@@ -304,7 +305,7 @@ def train_stage(ctx: RunContext, request: StageRequest, parts: StageParts, run: 
     if request.task == "evaluate":
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if Path(request.teacher.checkpoint).resolve() != (checkpoint_dir / "last.pt").resolve():
-            shutil.copyfile(request.teacher.checkpoint, checkpoint_dir / "last.pt")
+            copy_file(request.teacher.checkpoint, checkpoint_dir / "last.pt")
         return TrainedField(parts.field, parts.renderer, TrainResult(0, 0.0, "steps", {}), parts.backend,
                             checkpoint_dir)
     cfg = ctx.cfg
@@ -404,9 +405,31 @@ def evaluate_field(ctx: RunContext, trained: TrainedField, scene: Scene, run: Ru
         metrics.update(evaluate_mesh(trained, scene, run, ecfg))
     step = trained.result.steps
     run.log_metrics(metrics, step)
-    if ctx.cfg["tracking"]["log_checkpoint"] and (trained.checkpoint_dir / "last.pt").exists():
-        run.log_artifact(trained.checkpoint_dir / "last.pt", "checkpoints")
+    final = trained.checkpoint_dir / "last.pt"
+    if final.exists():
+        run.set_tags({CHECKPOINT_TAG: str(final.resolve())})
+        if keeps_checkpoint_artifact(ctx.cfg["tracking"]["log_checkpoint"], final):
+            run.log_artifact(final, "checkpoints")
     return metrics
+
+
+VOLATILE = ("/tmp", "/var/tmp", "/dev/shm")  # plus the system's temp folder
+
+
+def keeps_checkpoint_artifact(setting, checkpoint: Path) -> bool:
+    """Whether a stage's final checkpoint is also logged to MLflow (``tracking.log_checkpoint``).
+
+    The checkpoint always stays in ``output_dir`` and the run names it (tag
+    ``fieldkd.checkpoint``). ``auto`` logs a second copy only where ``output_dir``
+    will not last: under a temporary folder, as a ``ray job``'s working directory is.
+    """
+    if isinstance(setting, bool):
+        return setting
+    if str(setting).lower() != "auto":
+        raise InputError("tracking.log_checkpoint", f"must be auto, true or false, got {setting!r}")
+    path = Path(checkpoint).resolve()
+    volatile = {Path(p).resolve() for p in (*VOLATILE, tempfile.gettempdir())}
+    return any(path.is_relative_to(folder) for folder in volatile)
 
 
 def evaluate_mesh(trained: TrainedField, scene: Scene, run: Run, ecfg: dict) -> dict[str, float]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import write_text
 from ..stages import StageOutcome, StageRequest
 
 LOCAL_SHUFFLE_ROWS = 8192
@@ -87,7 +88,7 @@ def write_outcome(outcome: StageOutcome, request: StageRequest) -> None:
 
     path = request.checkpoint_dir / OUTCOME
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dataclasses.asdict(outcome)))
+    write_text(path, json.dumps(dataclasses.asdict(outcome)))
 
 
 def read_outcome(request: StageRequest) -> StageOutcome:

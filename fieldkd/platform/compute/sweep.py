@@ -38,6 +38,8 @@ import yaml
 from ray import tune
 
 from ..errors import InputError, PartialFailure
+from ..atomic import clean_stale, write_text
+from ..owned import require_own_folder
 from ..stages import scene_label
 from ..summary import finite, is_finite
 from ..tracking import Run, flatten
@@ -128,6 +130,8 @@ def _sweep(parent: Run | None, spec: SweepSpec | None, space_name: str | None, o
     if settings["seed"] is None:
         settings["seed"] = cfg["seed"]
     check_sweep(cfg, space, settings, spec.overrides)
+    if resume:
+        check_restorable(Path(spec.output_dir) / resume)
 
     owns_ray = init_ray()
     try:
@@ -249,6 +253,7 @@ def run_tuner(parent: Run, space: TuneSpace, settings: dict, spec: SweepSpec,
     sweep_dir = Path(spec.output_dir) / parent.run_id
     records = sweep_dir / "trials"
     records.mkdir(parents=True, exist_ok=True)
+    clean_stale(records)  # records whose write a killed sweep cut short
     setup = TrialSetup(
         sweep_run_id=parent.run_id, tracking_uri=parent.tracking_uri,
         overrides=trial_overrides(spec.overrides, {"output_dir": spec.output_dir}),
@@ -285,6 +290,15 @@ def run_tuner(parent: Run, space: TuneSpace, settings: dict, spec: SweepSpec,
         raise SweepInterrupted(interrupted(parent))
     settle_leftovers(parent, outcomes)
     return (*log_best(parent, outcomes, settings), sum(o.error for o in outcomes))
+
+
+def check_restorable(sweep_dir: Path) -> None:
+    """Tune unpickles what it finds in the experiment folder: someone else's file there could
+    run their code, so the folder must be the user's own (see :mod:`fieldkd.platform.owned`)."""
+    experiment = sweep_dir / "tune"
+    if experiment.exists():
+        require_own_folder(sweep_dir, "restore a Tune experiment", recursive=False)
+        require_own_folder(experiment, "restore a Tune experiment (it unpickles)")
 
 
 def interrupted(parent: Run) -> str:
@@ -442,9 +456,7 @@ def read_record(records: str | Path, trial_id: str) -> dict | None:
 
 def write_record(records: str | Path, record: dict) -> None:
     path = Path(records) / f"{record['trial_id']}.json"
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(record, indent=1))
 
 
 # -- trial runs' end states, the best trial ----------------------------------------------------

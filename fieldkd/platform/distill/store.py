@@ -27,9 +27,7 @@ of dead samples.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -38,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from ..atomic import atomic_path, write_text
 from ..render.samplers import stratified
 from ..scenes.cameras import Rays
 from .samples import DistillBatch, SampleLayout, TeacherSamples
@@ -119,15 +118,6 @@ def batch_to_table(batch: DistillBatch, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays([arrays[name] for name in schema.names], schema=schema)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _ours(name: str) -> bool:
     return name.startswith(("shard-", ".shard-", f".{MARKER}"))
 
@@ -179,9 +169,8 @@ def write_store(directory: str | Path, source, n_batches: int, batch_rays: int, 
     pending_rows, shard = 0, 0
 
     def flush(tables: list[pa.Table], index: int) -> None:
-        tmp = directory / f".shard-{index:05d}.parquet"
-        pq.write_table(pa.concat_tables(tables), tmp, row_group_size=group, compression="zstd")
-        tmp.rename(directory / f"shard-{index:05d}.parquet")
+        with atomic_path(directory / f"shard-{index:05d}.parquet") as tmp:
+            pq.write_table(pa.concat_tables(tables), tmp, row_group_size=group, compression="zstd")
 
     batch = first
     for b in range(int(n_batches)):
@@ -194,7 +183,7 @@ def write_store(directory: str | Path, source, n_batches: int, batch_rays: int, 
             pending, pending_rows, shard = [], 0, shard + 1
     if pending:
         flush(pending, shard)
-    _atomic_text(directory / MARKER, json.dumps(meta))
+    write_text(directory / MARKER, json.dumps(meta))
     return directory
 
 

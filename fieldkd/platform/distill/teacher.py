@@ -176,7 +176,8 @@ def teacher_from_run(run_id: str, *, tracking_uri: str | None = None, field_cfg:
     client = make_client(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _run_config(client, run_id, Path(tmp))
-        path = client.download_artifacts(run_id, checkpoint, tmp)
+        stored = _stored_checkpoint(client.get_run(run_id)) if checkpoint == CHECKPOINT_ARTIFACT else None
+        path = stored or client.download_artifacts(run_id, checkpoint, tmp)
         state = load_checkpoint(path, map_location="cpu")
     scene = cfg.get("scene") or {}
     defaults = {"render_cfg": cfg.get("render"), "background": scene.get("background") or (1.0, 1.0, 1.0)}
@@ -188,9 +189,31 @@ def teacher_from_run(run_id: str, *, tracking_uri: str | None = None, field_cfg:
                               source=f"run:{run_id}", **{**defaults, **kwargs})
 
 
-def _has_checkpoint(client, run_id: str) -> bool:
+def _stored_checkpoint(run) -> Path | None:
+    """The run's final checkpoint in storage (tag ``fieldkd.checkpoint``), if this machine sees it."""
+    from ..tracking.run import CHECKPOINT_TAG
+
+    path = run.data.tags.get(CHECKPOINT_TAG)
+    return Path(path) if path and Path(path).is_file() else None
+
+
+def _logged_checkpoint(client, run_id: str) -> bool:
     folder = CHECKPOINT_ARTIFACT.rsplit("/", 1)[0]
     return any(a.path == CHECKPOINT_ARTIFACT for a in client.list_artifacts(run_id, folder))
+
+
+def _has_checkpoint(client, run) -> bool:
+    return _stored_checkpoint(run) is not None or _logged_checkpoint(client, run.info.run_id)
+
+
+def _missing(run) -> str:
+    from ..tracking.run import CHECKPOINT_TAG
+
+    path = run.data.tags.get(CHECKPOINT_TAG)
+    if path:
+        return (f"its checkpoint {path} is not on this machine and no copy was logged to MLflow "
+                "(tracking.log_checkpoint=true keeps one)")
+    return f"it has no {CHECKPOINT_ARTIFACT}"
 
 
 def checkpoint_run(client, run_id: str) -> str:
@@ -205,17 +228,20 @@ def checkpoint_run(client, run_id: str) -> str:
         run = client.get_run(run_id)
     except MlflowException as exc:
         raise InputError("teacher.run_id", f"no MLflow run {run_id!r} in {client.tracking_uri}") from exc
-    if _has_checkpoint(client, run_id):
+    if _has_checkpoint(client, run):
         return run_id
     query = f"tags.`{PARENT_TAG}` = '{run_id}' and tags.`fieldkd.stage` = 'teacher'"
-    for child in client.search_runs([run.info.experiment_id], query):
-        if _has_checkpoint(client, child.info.run_id):
+    children = client.search_runs([run.info.experiment_id], query)
+    for child in children:
+        if _has_checkpoint(client, child):
             return child.info.run_id
-    raise InputError("teacher.run_id", f"run {run_id} has no {CHECKPOINT_ARTIFACT} (nor a teacher stage with one)")
+    why = _missing(children[0]) if children else _missing(run)
+    raise InputError("teacher.run_id", f"run {run_id} has no checkpoint to use: {why} (nor a teacher stage with one)")
 
 
 def fetch_teacher(run_id: str, folder: str | Path, tracking_uri: str | None = None) -> tuple[Path, dict, str]:
-    """Download the trained field of an MLflow run into ``folder`` (kept if already there).
+    """The trained field of an MLflow run: its checkpoint in storage where this machine sees it,
+    else its logged copy, downloaded into ``folder`` (kept if already there).
 
     Returns the checkpoint's path, the field's config (from the ``config.yaml``
     saved with the run or an ancestor) and the id of the run it came from.
@@ -227,6 +253,9 @@ def fetch_teacher(run_id: str, folder: str | Path, tracking_uri: str | None = No
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = _run_config(client, source, folder)
+    stored = _stored_checkpoint(client.get_run(source))
+    if stored is not None:  # the checkpoint in storage, used where it is: no second copy
+        return stored.resolve(), cfg["field"], source
     path = folder / Path(CHECKPOINT_ARTIFACT).name
     if not path.exists():
         with tempfile.TemporaryDirectory(dir=folder) as tmp:

@@ -26,6 +26,7 @@ import json
 import math
 from pathlib import Path
 
+from ..atomic import write_text
 from ..errors import InputError
 from .assemble import make_scene
 from .export import DEPTH_UNIT, require_pinhole, same_intrinsics, shared_intrinsics, straight_colour, write_frame
@@ -110,5 +111,5 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
                         out / f"{stem}_normal.png" if with_normals else None)
             frames.append(frame)
         meta["frames"] = frames
-        (out / f"transforms_{split_name}.json").write_text(json.dumps(meta, indent=2))
+        write_text(out / f"transforms_{split_name}.json", json.dumps(meta, indent=2))
     return out

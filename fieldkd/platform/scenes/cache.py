@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 from .generator import GENERATOR_VERSION, write_scene
@@ -36,7 +36,9 @@ def default_scene_dir(name: str = "default", fmt: str = "blender", progress: boo
         # We hold the lock, so leftovers of interrupted runs are nobody's work in progress.
         for stale in final.parent.glob(f".{final.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        # Not mkdtemp, whose 0700 would hide the scene from the rest of a shared cache's group.
+        tmp = final.parent / f".{final.name}.tmp-{secrets.token_hex(4)}"
+        tmp.mkdir(mode=0o777)  # less the umask, as any folder
         try:
             write_scene(name, tmp, fmt=fmt, progress=progress)
             os.rename(tmp, final)

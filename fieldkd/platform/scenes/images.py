@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageMode
 
+from ..atomic import atomic_path
 from ..errors import InputError
 from . import arrays, limits, png16
 
@@ -71,17 +72,20 @@ def _rgba16(path: Path) -> np.ndarray:
 
 def write_rgba(path: Path, rgb: np.ndarray, alpha: np.ndarray) -> None:
     pixels = np.concatenate([rgb, alpha[..., None]], axis=-1)
-    Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8)).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8)).save(tmp)
 
 
 def write_rgb(path: Path, rgb: np.ndarray) -> None:
     """8-bit RGB PNG without alpha (for formats whose readers expect three channels)."""
-    Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(tmp)
 
 
 def write_grey(path: Path, values: np.ndarray) -> None:
     """8-bit grey PNG of values in [0, 1] (masks)."""
-    Image.fromarray(np.round(np.clip(values, 0, 1) * 255).astype(np.uint8)).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.round(np.clip(values, 0, 1) * 255).astype(np.uint8)).save(tmp)
 
 
 def read_depth(path: Path, unit: float, referrer: str = "") -> np.ndarray:
@@ -138,7 +142,8 @@ def write_depth(path: Path, depth: np.ndarray, unit: float) -> None:
     stored = np.round(depth / unit)
     if stored.max(initial=0) > 65535:
         raise ValueError(f"{path}: depth {depth.max():.3f} exceeds 16-bit range at unit {unit}")
-    Image.fromarray(stored.astype(np.uint16)).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(stored.astype(np.uint16)).save(tmp)
 
 
 def read_normals(path: Path, referrer: str = "") -> np.ndarray:
@@ -155,7 +160,8 @@ def write_normals(path: Path, normals: np.ndarray) -> None:
     valid = np.linalg.norm(normals, axis=-1) > 0.5
     encoded[~valid] = 0
     encoded[valid & ~encoded.any(-1)] = 1  # keep a real normal from reading as "no surface"
-    Image.fromarray(encoded).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(encoded).save(tmp)
 
 
 def area_downscale(values: np.ndarray, factor: int, weights: np.ndarray | None = None) -> np.ndarray:

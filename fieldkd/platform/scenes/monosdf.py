@@ -54,6 +54,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from ..atomic import atomic_path, write_text
 from ..errors import InputError
 from . import arrays, images
 from .assemble import make_scene
@@ -85,6 +86,7 @@ PIXEL_CENTRE = 0.5  # ours minus MonoSDF's principal point (see module docstring
 
 
 # --- camera maths (pure) ------------------------------------------------------
+
 
 def decompose_projection(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """K (3, 3) with K[2, 2] = 1 and a positive diagonal, and the OpenCV camera-to-world
@@ -441,6 +443,11 @@ def _needs_mask(scene: Scene) -> bool:
     return any(s.alphas is not None and bool((s.alphas < 1).any()) for s in scene.splits.values())
 
 
+def save_npy(path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
+
+
 def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True, center_crop: str = "no_crop") -> Path:
     """Write every frame once (splits may share frames) plus ``splits.json``; depth and normals
     only when every split has them, masks only when some pixel is not fully covered.
@@ -471,14 +478,15 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True, cente
             images.write_rgb(Path(f"{stem}_rgb.png"), straight[index])
             if with_mask:
                 alpha = split.alphas[index] if split.alphas is not None else torch.ones(c.height, c.width)
-                np.save(f"{stem}_mask.npy", alpha.numpy().astype(np.float32))
+                save_npy(f"{stem}_mask.npy", alpha.numpy().astype(np.float32))
             if with_depth:
-                np.save(f"{stem}_depth.npy", (split.depths[index].double().numpy() * scale).astype(np.float32))
+                save_npy(f"{stem}_depth.npy", (split.depths[index].double().numpy() * scale).astype(np.float32))
             if with_normals:
                 camera = split.normals[index].double().numpy() @ c2w_cv[index, :3, :3]  # rows: R^T n
-                np.save(f"{stem}_normal.npy", (camera * 0.5 + 0.5).transpose(2, 0, 1).astype(np.float32))
-    np.savez(out / CAMERAS, **matrices)
+                save_npy(f"{stem}_normal.npy", (camera * 0.5 + 0.5).transpose(2, 0, 1).astype(np.float32))
+    with atomic_path(out / CAMERAS) as tmp:
+        np.savez(tmp, **matrices)
     meta = {**ids, "aabb": scene.aabb.tolist(), "near": scene.near, "far": scene.far,
             "depth": scene.extras.get("depth_kind", "metric")}
-    (out / SPLITS_FILE).write_text(json.dumps(meta, indent=1))
+    write_text(out / SPLITS_FILE, json.dumps(meta, indent=1))
     return out

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text
 from ..errors import InputError
 from . import images
 from .assemble import make_scene
@@ -213,5 +214,5 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
             meta["frames"].append(frame)
             names.append(frame["file_path"])
         meta[SPLIT_KEYS[split_name]] = names
-    (out / "transforms.json").write_text(json.dumps(meta, indent=2))
+    write_text(out / "transforms.json", json.dumps(meta, indent=2))
     return out

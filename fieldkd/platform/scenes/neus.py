@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from ..errors import InputError
 from . import images
 from .assemble import make_scene
@@ -134,5 +135,6 @@ def write(scene: Scene, out_dir, depth: bool = True, normals: bool = True) -> Pa
                 alpha = split.alphas[index].numpy() if split.alphas is not None else np.ones((c.height, c.width))
                 images.write_rgb(out / "mask" / f"{n:03d}.png", np.repeat(alpha[..., None], 3, -1))
             n += 1
-    np.savez(out / CAMERA_FILES[0], **matrices)
+    with atomic_path(out / CAMERA_FILES[0]) as tmp:
+        np.savez(tmp, **matrices)
     return out

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_open
 from ..errors import InputError
 
 _TYPES = {
@@ -30,7 +31,7 @@ def write_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray, binary:
         f"element vertex {len(vertices)}\nproperty float x\nproperty float y\nproperty float z\n"
         f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
     )
-    with open(path, "wb") as f:
+    with atomic_open(path) as f:
         f.write(header.encode("ascii"))
         if binary:
             f.write(vertices.tobytes())

@@ -15,16 +15,20 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag, ViewType
 
+from ..atomic import atomic_path, copy_file, write_text
 from .retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 from .store import client as make_client
 from .store import experiment_id
 from .system import SYSTEM_PREFIX, SystemMetrics
 
 PARENT_TAG = "mlflow.parentRunId"
+CHECKPOINT_TAG = "fieldkd.checkpoint"  # where a stage's final checkpoint lives in storage (output_dir)
 MAX_PARAM_LENGTH = 6000
 BATCH = 100  # MLflow's per-request limit for params and for tags
 METRIC_BATCH = 1000  # MLflow's per-request limit for metrics
@@ -143,15 +147,35 @@ class Run:
             self._call(self.client.log_batch, self.run_id, metrics=items[start:start + METRIC_BATCH])
 
     def log_artifact(self, path: str | Path, directory: str | None = None) -> None:
+        local = self._local_artifacts()
+        if local is not None:  # a folder on (shared) disk: write it as a reader may see it, atomically
+            copy_file(path, local / (directory or "") / Path(path).name)
+            return
         self._call(self.client.log_artifact, self.run_id, str(path), directory)
 
     def log_text(self, text: str, file_name: str) -> None:
+        local = self._local_artifacts()
+        if local is not None:
+            write_text(local / file_name, text)
+            return
         self._call(self.client.log_text, self.run_id, text, file_name)
+
+    def _local_artifacts(self) -> Path | None:
+        """The run's artifact folder when the artifact store is a local path, else None."""
+        parsed = urlparse(self.info.artifact_uri)
+        if parsed.scheme == "file":
+            return Path(url2pathname(parsed.path))
+        return Path(self.info.artifact_uri) if parsed.scheme == "" else None
 
     def log_image(self, image: np.ndarray, file_name: str) -> None:
         self._call(self.client.log_image, self.run_id, image, file_name)
 
     def log_figure(self, figure, file_name: str) -> None:
+        local = self._local_artifacts()
+        if local is not None:
+            with atomic_path(local / file_name) as tmp:
+                figure.savefig(tmp)
+            return
         self._call(self.client.log_figure, self.run_id, figure, file_name)
 
     # -- system metrics --------------------------------------------------------------------

@@ -1,40 +1,50 @@
-"""Atomic checkpoints: a crash mid-write never leaves a corrupt file behind."""
+"""Checkpoints: written atomically, read without running code.
+
+A checkpoint holds tensors and plain Python values only (dicts, lists, tuples,
+numbers, strings), so ``torch.load(weights_only=True)`` reads it; a file that
+holds anything else is refused with a one-line :class:`InputError`, and nothing
+in it is executed.
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
+import pickle
 from pathlib import Path
 from typing import Protocol
 
 import torch
+
+from ..atomic import atomic_open, clean_stale
+from ..errors import InputError
 
 LAST = "last.pt"
 
 
 def save_checkpoint(state: dict, directory: str | Path, name: str = LAST) -> Path:
     """Write to a temporary file in the same directory, then rename over the target."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / name
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    target = Path(directory) / name
+    with atomic_open(target) as fh:
+        torch.save(state, fh)
     return target
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """The state saved by :func:`save_checkpoint`; loading never runs code from the file."""
     path = Path(path)
     if path.is_dir():
         path = path / LAST
-    return torch.load(path, map_location=map_location, weights_only=False)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise InputError(path, "refused: not a checkpoint of tensors and plain values only (written by an "
+                               "older fieldkd, or not by fieldkd); nothing in it was run") from exc
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise InputError(path, f"not a readable checkpoint ({' '.join(str(exc).split())[:120]})") from exc
+    if not isinstance(state, dict):
+        raise InputError(path, f"not a fieldkd checkpoint (it holds a {type(state).__name__}, not a dict)")
+    return state
 
 
 def find_checkpoint(directory: str | Path) -> Path | None:
@@ -57,6 +67,7 @@ class DirectoryCheckpoints:
         self.directory = Path(directory)
 
     def load(self, map_location="cpu") -> dict | None:
+        clean_stale(self.directory, recursive=False)  # a killed save's temporary file
         path = find_checkpoint(self.directory)
         return load_checkpoint(path, map_location) if path else None
 

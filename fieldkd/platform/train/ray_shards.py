@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from ..atomic import atomic_path, write_bytes
 from ..scenes.cameras import Rays
 from ..scenes.scene import SceneSplit
 
@@ -49,10 +50,9 @@ def write_ray_shards(split: SceneSplit, directory: str | Path, rows_per_shard: i
     for index, start in enumerate(range(0, len(rows), rows_per_shard)):
         chunk = rows[start:start + rows_per_shard]
         table = pa.Table.from_arrays([pa.array(chunk[:, j]) for j in range(len(COLUMNS))], schema=SCHEMA)
-        tmp = directory / f".shard-{index:05d}.parquet"
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
-        tmp.rename(directory / f"shard-{index:05d}.parquet")
-    (directory / DONE).touch()  # readers never see half a set
+        with atomic_path(directory / f"shard-{index:05d}.parquet") as tmp:
+            pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
+    write_bytes(directory / DONE, b"")  # readers never see half a set
     return directory
 
 
