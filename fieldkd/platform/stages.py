@@ -31,6 +31,7 @@ from .scenes.scene import Scene, SceneSplit
 from .tracking import Run, flatten
 from .train.loop import MetricsLogger, Trainer, TrainerConfig, TrainResult
 from .train.photometric import PhotometricTask
+from .train.progress import activity
 from .train.supervision import Supervision
 
 
@@ -351,7 +352,10 @@ def fit_stage(request: StageRequest) -> StageOutcome:
         trained = train_stage(ctx, request, parts, run)
         run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=trained.backend, stage=request.stage,
                               **stage_tags(request), **placement()))
-        metrics = evaluate_field(ctx, trained, parts.scene, run, request.eval_groups) if request.evaluate else {}
+        metrics = {}
+        if request.evaluate:
+            with activity(request.stage, "evaluating", enabled=bool(cfg["trainer"].get("progress", True))):
+                metrics = evaluate_field(ctx, trained, parts.scene, run, request.eval_groups)
         if request.report and metrics:
             report(metrics, trained.result.steps)
     finally:

@@ -1,0 +1,114 @@
+"""The run's progress board: Ray workers put their trainings' states, the driver draws them.
+
+The board is a small actor without CPUs, named after the Ray job, so every
+worker of the run (pool actors, Ray Train workers) finds it without being
+told, and two runs on one cluster never share one. The driver polls it a few
+times a second and hands new states to its :class:`~.display.Display`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from .display import local_display
+
+POLL_S = 0.25
+FINAL_PHASES = ("done", "finished")
+
+
+def inside_ray_worker() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    if not ray.is_initialized():
+        return False
+    return ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+
+
+class Board:
+    """The latest state of each training, by name."""
+
+    def __init__(self):
+        self.states: dict[str, dict] = {}
+
+    def put(self, state: dict) -> None:
+        self.states[state["name"]] = state
+
+    def snapshot(self) -> dict[str, dict]:
+        return dict(self.states)
+
+
+def board_name() -> str:
+    import ray
+
+    return f"fieldkd-progress-{ray.get_runtime_context().get_job_id()}"
+
+
+_found: dict[str, object] = {}
+
+
+def find_board():
+    """This job's board, or None when its driver draws no progress (e.g. a sweep)."""
+    import ray
+
+    name = board_name()
+    if name not in _found:
+        try:
+            _found[name] = ray.get_actor(name)
+        except ValueError:
+            _found[name] = None
+    return _found[name]
+
+
+def board_sink(board):
+    """Send states to the board; the last one of a training is waited for, since the
+    worker's process may be ended as soon as its training returns."""
+    import ray
+
+    def send(state: dict) -> None:
+        ref = board.put.remote(state)
+        if state.get("phase") in FINAL_PHASES:
+            ray.get(ref, timeout=30)
+
+    return send
+
+
+@contextlib.contextmanager
+def watching(enabled: bool = True):
+    """In the driver: open the board, draw what trainings put on it until the block ends."""
+    if not enabled or inside_ray_worker():
+        yield
+        return
+    import ray
+
+    board = ray.remote(Board).options(name=board_name(), num_cpus=0, get_if_exists=True).remote()
+    display = local_display()
+    stop = threading.Event()
+    seen: dict[str, dict] = {}
+
+    def poll() -> None:
+        while True:
+            last = stop.wait(POLL_S)
+            try:
+                states = ray.get(board.snapshot.remote(), timeout=30)
+            except Exception:  # a board lost with a dying cluster: the run reports its own error
+                return
+            for name, state in states.items():
+                if seen.get(name) != state:
+                    seen[name] = state
+                    display.show(state)
+            display.tick()
+            if last:
+                return
+
+    thread = threading.Thread(target=poll, name="fieldkd-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=35)
+        display.close()
+        ray.kill(board)
