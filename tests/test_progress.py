@@ -196,3 +196,18 @@ def test_in_a_terminal_one_bar_redrawn_in_place_with_time_left(tiny_blender, tmp
     assert not re.search(r"\(TrainingActor[^\n]*%\|", screen)
     assert "evaluating" in screen
     assert json.loads(out.decode().strip().splitlines()[-1])["run_id"]
+
+
+def test_lines_say_now_and_then_that_a_long_evaluation_goes_on(monkeypatch):
+    import fieldkd.platform.train.display as display_module
+
+    monkeypatch.setattr(display_module, "BUSY_LINE_S", 0.0)
+    out = io.StringIO()
+    display = Display("lines", stream=out, every_s=0.5)
+    display.show({"name": "baseline", "step": 0, "steps": 0, "elapsed": 0.0, "phase": "evaluating"})
+    display.tick()  # too soon
+    time.sleep(0.6)
+    display.tick()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "baseline: evaluating"
+    assert len(lines) == 2 and re.fullmatch(r"baseline: evaluating, \d s so far", lines[1])

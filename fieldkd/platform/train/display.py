@@ -19,10 +19,11 @@ import time
 
 from tqdm import tqdm
 
-from .progress_text import DONE, FINISHED, TRAIN, describe, fraction
+from .progress_text import DONE, FINISHED, TRAIN, clock, describe, fraction
 
 SPINNER = "|/-\\"
 BAR_UNITS = 1000
+BUSY_LINE_S = 60.0  # lines mode: how often long work without steps (an evaluation) says it goes on
 MODES = ("bars", "lines", "off")
 
 
@@ -77,9 +78,17 @@ class Display:
                 self._bar(state)
 
     def tick(self) -> None:
-        """Turn the spinners of trainings busy with work that has no steps."""
+        """Turn the spinners of trainings busy with work that has no steps; in lines mode, say
+        now and then that such work still goes on."""
         with self.lock:
             self.spin += 1
+            now = time.monotonic()
+            for name, state in self.last.items():
+                if self.mode == "lines" and state.get("phase") not in (TRAIN, DONE, FINISHED) \
+                        and now - self.printed_at.get(name, now) >= max(self.every_s, BUSY_LINE_S):
+                    print(f"{name}: {describe(state)}, {clock(now - self.phase_since[name])} so far",
+                          file=self.stream, flush=True)
+                    self.printed_at[name] = now
             for name, bar in self.bars.items():
                 if self.last[name].get("phase") != TRAIN:
                     bar.text = self._text(self.last[name])
