@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..train.display import say
+from ..train.board import note
 from ..train.progress import inside_ray_worker
 from .session import init_ray, pin_threads
 
@@ -105,7 +105,7 @@ def run_trainings(trainings: list[Training], max_restarts: int = 3,
             result, started, finished, node, pid = ray.get(done[0])
             outcomes[name] = Outcome(name, result, started, finished, node, pid)
             ray.kill(actors[name])  # frees its resources for trainings still waiting
-            say(f"fieldkd: {name} finished in {finished - started:.1f} s")
+            note(f"fieldkd: {name} finished in {finished - started:.1f} s")
     finally:
         for name, actor in actors.items():
             if name not in outcomes:

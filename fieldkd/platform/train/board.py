@@ -28,16 +28,23 @@ def inside_ray_worker() -> bool:
 
 
 class Board:
-    """The latest state of each training, by name."""
+    """The latest state of each training, by name, and the last state of each phase that
+    ended since the driver last looked (so that no "done" is lost between two looks)."""
 
     def __init__(self):
         self.states: dict[str, dict] = {}
+        self.ended: list[dict] = []
 
     def put(self, state: dict) -> None:
+        before = self.states.get(state["name"])
+        if before is not None and before.get("phase") != state.get("phase"):
+            self.ended.append(before)
         self.states[state["name"]] = state
 
-    def snapshot(self) -> dict[str, dict]:
-        return dict(self.states)
+    def take(self) -> list[dict]:
+        """Ended phases, oldest first, then the latest states."""
+        ended, self.ended = self.ended, []
+        return ended + list(self.states.values())
 
 
 def board_name() -> str:
@@ -87,28 +94,48 @@ def watching(enabled: bool = True):
     display = local_display()
     stop = threading.Event()
     seen: dict[str, dict] = {}
+    lock = threading.Lock()
+
+    def refresh() -> bool:
+        with lock:
+            try:
+                states = ray.get(board.take.remote(), timeout=30)
+            except ray.exceptions.GetTimeoutError:  # a busy machine: look again later
+                return True
+            except Exception:  # a board lost with a dying cluster: the run reports its own error
+                return False
+            for state in states:
+                if seen.get(state["name"]) != state:
+                    seen[state["name"]] = state
+                    display.show(state)
+            display.tick()
+            return True
 
     def poll() -> None:
         while True:
             last = stop.wait(POLL_S)
-            try:
-                states = ray.get(board.snapshot.remote(), timeout=30)
-            except Exception:  # a board lost with a dying cluster: the run reports its own error
-                return
-            for name, state in states.items():
-                if seen.get(name) != state:
-                    seen[name] = state
-                    display.show(state)
-            display.tick()
-            if last:
+            if not refresh() or last:
                 return
 
     thread = threading.Thread(target=poll, name="fieldkd-progress", daemon=True)
     thread.start()
+    _refreshers.append(refresh)
     try:
         yield
     finally:
+        _refreshers.remove(refresh)
         stop.set()
         thread.join(timeout=35)
         display.close()
         ray.kill(board)
+
+
+_refreshers: list = []
+
+
+def note(text: str) -> None:
+    """A line from the driver, after what the board holds so far has been drawn (so that
+    a training's last state comes before the news that it ended)."""
+    for refresh in list(_refreshers):
+        refresh()
+    local_display().write(text)

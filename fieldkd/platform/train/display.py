@@ -127,10 +127,11 @@ class Display:
             if phase == DONE:
                 self.write(f"{name}: {describe(state)}")
             return
+        done = round(fraction(state) * BAR_UNITS) if state.get("steps") else BAR_UNITS
         if bar is None:
-            bar = self.bars[name] = _Bar(total=BAR_UNITS, desc=name, file=self.stream, leave=False,
+            bar = self.bars[name] = _Bar(total=BAR_UNITS, initial=done, desc=name, file=self.stream, leave=False,
                                          dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {text}")
-        bar.n = round(fraction(state) * BAR_UNITS) if state.get("steps") else BAR_UNITS
+        bar.n = done
         bar.text = self._text(state)
         bar.refresh()
 
@@ -153,8 +154,3 @@ def local_display(mode: str | None = None) -> Display:
         if key not in _local:
             _local[key] = Display(mode)
         return _local[key]
-
-
-def say(text: str) -> None:
-    """A message on stderr that keeps this process's bars intact."""
-    local_display().write(text)
