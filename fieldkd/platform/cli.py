@@ -64,8 +64,12 @@ def tell_where(run_id: str) -> None:
     from .tracking.where import where_to_look
 
     run = Run(run_id)
-    experiment_id = run.info.experiment_id
-    experiment = run.client.get_experiment(experiment_id).name
+    try:
+        experiment_id = run.info.experiment_id
+        experiment = run.client.get_experiment(experiment_id).name
+    except Exception as exc:  # the run is done and recorded; a failed look-up must not lose its summary
+        print(f"fieldkd: run {run_id} (could not look it up in MLflow: {_one_line(exc)})", file=sys.stderr)
+        return
     for line in where_to_look(run.tracking_uri, experiment, experiment_id, run_id):
         print(line, file=sys.stderr, flush=True)
 

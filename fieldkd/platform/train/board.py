@@ -41,6 +41,9 @@ class Board:
             self.ended.append(before)
         self.states[state["name"]] = state
 
+    def reset(self) -> None:
+        self.states, self.ended = {}, []
+
     def take(self) -> list[dict]:
         """Ended phases, oldest first, then the latest states."""
         ended, self.ended = self.ended, []
@@ -77,7 +80,10 @@ def board_sink(board):
     def send(state: dict) -> None:
         ref = board.put.remote(state)
         if state.get("phase") in FINAL_PHASES:
-            ray.get(ref, timeout=30)
+            try:
+                ray.get(ref, timeout=30)
+            except Exception:  # progress is never worth failing a training for
+                pass
 
     return send
 
@@ -90,8 +96,11 @@ def watching(enabled: bool = True):
         return
     import ray
 
+    # One board per job, kept for the job's life: a later run of the same driver (tests) reuses it.
     board = ray.remote(Board).options(name=board_name(), num_cpus=0, get_if_exists=True).remote()
+    board.reset.remote()  # not waited for: the board's process may take seconds to start on a busy machine
     display = local_display()
+    display.forget()
     stop = threading.Event()
     seen: dict[str, dict] = {}
     lock = threading.Lock()
@@ -127,7 +136,6 @@ def watching(enabled: bool = True):
         stop.set()
         thread.join(timeout=35)
         display.close()
-        ray.kill(board)
 
 
 _refreshers: list = []

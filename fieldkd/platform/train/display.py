@@ -108,6 +108,12 @@ class Display:
                 bar.close()
             self.bars.clear()
 
+    def forget(self) -> None:
+        """Start afresh (a new run in the same process)."""
+        with self.lock:
+            self.close()
+            self.last, self.printed_at, self.phase_since = {}, {}, {}
+
     def _line(self, state: dict, before: dict | None) -> None:
         name, phase = state["name"], state.get("phase", TRAIN)
         now = time.monotonic()
