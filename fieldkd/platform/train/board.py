@@ -9,6 +9,7 @@ times a second and hands new states to its :class:`~.display.Display`.
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 
 from .display import local_display
@@ -56,36 +57,64 @@ def board_name() -> str:
     return f"fieldkd-progress-{ray.get_runtime_context().get_job_id()}"
 
 
-_found: dict[str, object] = {}
-
-
 def find_board():
     """This job's board, or None when its driver draws no progress (e.g. a sweep)."""
     import ray
 
-    name = board_name()
-    if name not in _found:
-        try:
-            _found[name] = ray.get_actor(name)
-        except ValueError:
-            _found[name] = None
-    return _found[name]
+    try:
+        return ray.get_actor(board_name())
+    except ValueError:
+        return None
 
 
-def board_sink(board):
-    """Send states to the board; the last one of a training is waited for, since the
-    worker's process may be ended as soon as its training returns."""
-    import ray
+class WorkerSink:
+    """A Ray worker's way to report: states go to the board from a thread of its own, so a
+    training never waits on Ray (on a busy machine a first call to an actor can take
+    seconds, which a time budget would pay). Without a board, plain lines on stderr.
 
-    def send(state: dict) -> None:
-        ref = board.put.remote(state)
+    The last state of a training is waited for: the worker's process may end as soon as
+    its training returns."""
+
+    def __init__(self):
+        self.queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._run, name="fieldkd-progress-send", daemon=True).start()
+
+    def __call__(self, state: dict) -> None:
+        self.queue.put(state)
         if state.get("phase") in FINAL_PHASES:
+            self.queue.join()
+
+    def _run(self) -> None:
+        import ray
+
+        board = find_board()
+        show = None if board is not None else local_display(mode="lines").show
+        while True:
+            state = self.queue.get()
             try:
-                ray.get(ref, timeout=30)
+                if show is not None:
+                    show(state)
+                else:
+                    ref = board.put.remote(state)
+                    if state.get("phase") in FINAL_PHASES:
+                        ray.get(ref, timeout=30)
             except Exception:  # progress is never worth failing a training for
                 pass
+            finally:
+                self.queue.task_done()
 
-    return send
+
+_sinks: dict[str, WorkerSink] = {}
+_sinks_lock = threading.Lock()
+
+
+def worker_sink() -> WorkerSink:
+    """This process's sink for its job (one sending thread per process)."""
+    with _sinks_lock:
+        name = board_name()
+        if name not in _sinks:
+            _sinks[name] = WorkerSink()
+        return _sinks[name]
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import contextlib
 import time
 from typing import Callable
 
-from .board import board_sink, find_board, inside_ray_worker
+from .board import inside_ray_worker, worker_sink
 from .display import local_display
 from .progress_text import DONE, FINISHED, TRAIN
 
@@ -122,8 +122,5 @@ def activity(name: str, text: str, enabled: bool = True):
 def default_sink() -> Sink:
     """The run's progress board when this process is one of its Ray workers, else a local display."""
     if inside_ray_worker():
-        board = find_board()
-        if board is not None:
-            return board_sink(board)
-        return local_display(mode="lines").show  # a worker's stderr reaches the user line by line
+        return worker_sink()
     return local_display().show
