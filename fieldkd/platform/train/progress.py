@@ -4,11 +4,12 @@ A training sends its state (step, budgets, elapsed time, speed, last loss and
 PSNR, what it is doing) a few times a second to a sink:
 
 - inside a Ray worker of a ``fieldkd run``, to the run's progress board, a
-  small actor that the driver polls and draws (:mod:`.display`). Ray forwards
-  a worker's stderr line by line with a prefix, so a bar redrawn in place by
-  the worker would reach the user as one endless line;
-- anywhere else (a test, a Tune trial, which has no board), to a display in
-  this process: bars in a terminal, plain lines otherwise.
+  small actor that the driver polls and draws (:mod:`.board`, :mod:`.display`).
+  Ray forwards a worker's stderr line by line with a prefix, so a bar redrawn
+  in place by the worker would reach the user as one endless line. A worker
+  whose job has no board (a Tune trial) prints plain lines;
+- outside Ray (a test, a benchmark), to a display in this process: bars in a
+  terminal, plain lines otherwise.
 
 The state is a plain dict, so that it crosses processes as it is; the
 functions that read it are pure and tested on their own.
