@@ -53,15 +53,34 @@ def run_command(overrides: list[str]) -> dict:
     cfg = compose_config(overrides)
     method = load_method(cfg["method"]["name"])
     run_id, metrics = execute(cfg, method.run)
+    tell_where(run_id)
     return {"run_id": run_id, "method": cfg["method"]["name"], "metrics": finite(metrics),
             "seconds": round(time.perf_counter() - started, 3)}
+
+
+def tell_where(run_id: str) -> None:
+    """Before the summary line: the run id, the MLflow UI command and the run's URL (on stderr)."""
+    from .tracking import Run
+    from .tracking.where import where_to_look
+
+    run = Run(run_id)
+    try:
+        experiment_id = run.info.experiment_id
+        experiment = run.client.get_experiment(experiment_id).name
+    except Exception as exc:  # the run is done and recorded; a failed look-up must not lose its summary
+        print(f"fieldkd: run {run_id} (could not look it up in MLflow: {_one_line(exc)})", file=sys.stderr)
+        return
+    for line in where_to_look(run.tracking_uri, experiment, experiment_id, run_id):
+        print(line, file=sys.stderr, flush=True)
 
 
 def sweep_command(args: list[str]) -> dict:
     """A Ray Tune sweep; see :mod:`fieldkd.platform.compute.sweep`."""
     from .compute.sweep import sweep_command as run_sweep
 
-    return run_sweep(args)
+    summary = run_sweep(args)
+    tell_where(summary["run_id"])
+    return summary
 
 
 def scenes_command(args: list[str]) -> dict:

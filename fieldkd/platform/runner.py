@@ -13,6 +13,7 @@ from .compute.session import init_ray
 from .errors import InputError
 from .stages import RunContext, scene_label
 from .tracking import Run, flatten
+from .train.board import watching
 
 
 def execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None = None) -> tuple[str, dict]:
@@ -29,7 +30,8 @@ def execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None 
     dashboard = compute["dashboard"] if compute["dashboard"] is not None else int(compute["workers"]) > 1
     owns_ray = init_ray(dashboard=bool(dashboard))
     try:
-        return _execute(cfg, method, parent)
+        with watching(enabled=bool(cfg["trainer"].get("progress", True))):
+            return _execute(cfg, method, parent)
     finally:
         if owns_ray:
             import ray

@@ -33,6 +33,7 @@ from .tracking import Run, flatten
 from .tracking.run import CHECKPOINT_TAG
 from .train.loop import MetricsLogger, Trainer, TrainerConfig, TrainResult
 from .train.photometric import PhotometricTask
+from .train.progress import activity
 from .train.supervision import Supervision
 
 
@@ -365,7 +366,10 @@ def fit_stage(request: StageRequest) -> StageOutcome:
         trained = train_stage(ctx, request, parts, run)
         run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=trained.backend, stage=request.stage,
                               **stage_tags(request), **placement()))
-        metrics = evaluate_field(ctx, trained, parts.scene, run, request.eval_groups) if request.evaluate else {}
+        metrics = {}
+        if request.evaluate:
+            with activity(request.stage, "evaluating", enabled=bool(cfg["trainer"].get("progress", True))):
+                metrics = evaluate_field(ctx, trained, parts.scene, run, request.eval_groups)
         if request.report and metrics:
             report(metrics, trained.result.steps)
     finally:

@@ -14,11 +14,11 @@ the training continues from its last checkpoint in the same MLflow run.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..train.board import note
 from ..train.progress import inside_ray_worker
 from .session import init_ray, pin_threads
 
@@ -105,7 +105,7 @@ def run_trainings(trainings: list[Training], max_restarts: int = 3,
             result, started, finished, node, pid = ray.get(done[0])
             outcomes[name] = Outcome(name, result, started, finished, node, pid)
             ray.kill(actors[name])  # frees its resources for trainings still waiting
-            print(f"fieldkd: {name} finished in {finished - started:.1f} s", file=sys.stderr)
+            note(f"fieldkd: {name} finished in {finished - started:.1f} s")
     finally:
         for name, actor in actors.items():
             if name not in outcomes:

@@ -196,6 +196,7 @@ def train_worker(config: dict) -> None:
                           stage_tags, trainer_config)
     from ..tracking import Run
     from ..train.loop import Trainer
+    from ..train.progress import activity
     from .session import pin_threads
 
     request: StageRequest = config["request"]
@@ -242,7 +243,10 @@ def train_worker(config: dict) -> None:
         run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=backend, stage=request.stage,
                               workers=world, **stage_tags(request)))
         trained = TrainedField(field, renderer, result, backend, request.checkpoint_dir)
-        metrics = evaluate_field(ctx, trained, scene, run, request.eval_groups) if request.evaluate else {}
+        metrics = {}
+        if request.evaluate:
+            with activity(request.stage, "evaluating", enabled=bool(cfg["trainer"].get("progress", True))):
+                metrics = evaluate_field(ctx, trained, scene, run, request.eval_groups)
         write_outcome(StageOutcome(request.stage, metrics, str(request.checkpoint_dir / "last.pt"), backend,
                                    result.steps, result.seconds), request)
         run.stop_system_metrics()

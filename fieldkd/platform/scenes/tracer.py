@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
+from ..train.progress import Counter
 from . import sdf
 from .cameras import Cameras, Rays
 from .sdf import SceneSpec
@@ -160,7 +160,7 @@ def render_views(spec: SceneSpec, cameras: Cameras, bound, progress: bool = Fals
     }
     samples = len(SUBPIXEL_OFFSETS) + 1
     per_batch = max(1, rays_per_batch // (h * w * samples))
-    with one_thread(), tqdm(total=n, desc=desc, unit="view", disable=not progress, leave=False) as bar:
+    with one_thread(), Counter(desc, n, enabled=progress, unit="view") as bar:
         for start in range(0, n, per_batch):
             views = torch.arange(start, min(start + per_batch, n))
             cam, px, py = _pixel_grid(cameras, views)

@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 from .checkpoint import Checkpoints, DirectoryCheckpoints
-from .progress import progress_bar
+from .progress import Progress
 from .schedule import lr_factor
 
 MetricsLogger = Callable[[dict, int], None]
@@ -130,7 +130,8 @@ class Trainer:
         window_samples, window_start = 0, time.perf_counter()
         last_eval: dict = {}
         stopped_by = "steps"
-        bar = progress_bar(cfg.steps, step, self.description, enabled=cfg.progress and self.show_progress)
+        reporter = Progress(self.description, cfg.steps, cfg.max_seconds, enabled=cfg.progress and self.show_progress)
+        local_elapsed = lambda: elapsed_before + time.perf_counter() - started  # noqa: E731 (no collective)
         on_progress = getattr(task, "on_progress", None)  # tasks whose schedule follows the budget
         while step < cfg.steps:
             now_elapsed = elapsed() if cfg.max_seconds is not None else 0.0
@@ -159,7 +160,7 @@ class Trainer:
             task.after_step(step)
             step += 1
             window_samples += n_samples
-            bar.update(1)
+            reporter.update(step, local_elapsed())
 
             if step % cfg.log_every == 0 or step == cfg.steps:
                 now = time.perf_counter()
@@ -167,16 +168,17 @@ class Trainer:
                            "train/samples_per_second": window_samples / max(now - window_start, 1e-9),
                            "train/lr": base_lrs[0] * factor, "train/seconds": elapsed()}
                 self.log(metrics, step)
-                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in metrics.items()
-                                 if k in ("train/loss", "train/psnr")})
+                reporter.update(step, local_elapsed(), metrics)
                 window_samples, window_start = 0, time.perf_counter()
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                last_eval = task.evaluate(step)
+                with reporter.during("validating"):
+                    last_eval = task.evaluate(step)
                 self.log({**last_eval, "train/seconds": elapsed()}, step)
             if self.checkpoints and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 self._save(task, optimizer, step, elapsed())
-        bar.close()
         seconds = elapsed()
+        reporter.update(step, local_elapsed())
+        reporter.close(stopped_by)
         if self.checkpoints:
             self._save(task, optimizer, step, seconds)
         return TrainResult(steps=step, seconds=seconds, stopped_by=stopped_by, last_eval=last_eval)
