@@ -101,9 +101,8 @@ def test_a_loss_that_stays_non_finite_fails_the_stage(tiny_blender):
 
 def test_a_stop_request_saves_a_checkpoint_and_returns(tiny_blender, tmp_path):
     scene = load_scene("blender", tiny_blender)
-    calls = []
-    stop = lambda: len(calls) >= 7 or calls.append(1) and False  # noqa: E731 - True from the 8th step on
-    result = Trainer(config(100), checkpoint_dir=tmp_path, should_stop=stop).fit(make_task(scene))
+    asked = iter([False] * 7 + [True] * 100)  # the driver raises its flag during the 8th step
+    result = Trainer(config(100), checkpoint_dir=tmp_path, should_stop=lambda: next(asked)).fit(make_task(scene))
     assert result.stopped_by == "stop" and result.steps == 7
     assert load_checkpoint(tmp_path)["step"] == 7
 
@@ -117,3 +116,20 @@ def test_a_restart_without_checkpoint_keeps_the_time_budget(tiny_blender):
                      started_at=started).fit(make_task(scene))
     assert result.stopped_by == "time" and result.seconds >= 101.0
     assert time.time() - started < 101.0 + 20  # about 1 s of training left, not 101
+
+
+def test_the_budget_counts_from_the_stages_first_start_by_its_request(mlflow_uri):
+    import dataclasses
+    import time
+
+    from fieldkd.platform.stages import StageRequest, budget_start
+    from fieldkd.platform.tracking import Run
+
+    run = Run.start("budget", "stage")
+    request = StageRequest(stage="s", run_id=run.run_id, tracking_uri=mlflow_uri, output_dir="out", cfg={})
+    first = budget_start(run, request)
+    time.sleep(0.05)
+    assert budget_start(Run(run.run_id), request) == pytest.approx(first, abs=1e-3)  # a restart: same start
+    assert budget_start(run, dataclasses.replace(request)) == pytest.approx(first, abs=1e-3)
+    later = budget_start(run, StageRequest(**{**dataclasses.asdict(request), "launch": "new-driver"}))
+    assert later > first + 0.04  # a new driver (resume=): its own start

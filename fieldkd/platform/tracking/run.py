@@ -161,7 +161,7 @@ class Run:
         values = {k: float(v) for k, v in metrics.items() if v is not None}
         with self._lock:
             for key in [k for k, v in values.items() if not np.isfinite(v)]:
-                # MLflow charts do not take NaN: count them under a key of their own instead.
+                # Not stored as a point (a NaN breaks charts and summaries): counted under its own key.
                 del values[key]
                 self._nonfinite[key] += 1
                 values[NONFINITE_PREFIX + key] = float(self._nonfinite[key])
