@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "sweep" and str(exc):  # a sweep that stopped early says how to resume it
             print(f"fieldkd: {exc}", file=sys.stderr)
             return EXIT_INTERRUPTED
+        _close_progress_bars()
         print(interrupted_line(exc), file=sys.stderr)
         return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     except PartialFailure as exc:
@@ -162,6 +163,15 @@ def interrupted_line(exc: KeyboardInterrupt) -> str:
         return f"{said} before a run started"
     return (f"{said}: run {exc.run_id} is KILLED, its stages kept their checkpoints; "
             f"continue it with: fieldkd run resume={exc.run_id}")
+
+
+def _close_progress_bars() -> None:
+    """Close the bars still drawn here (Ray draws its workers' bars in the driver), so that
+    none is redrawn at exit after the last line."""
+    tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    for bar in list(getattr(tqdm, "_instances", ())):
+        with contextlib.suppress(Exception):
+            bar.close()
 
 
 def stage_error_in(exc: BaseException | None) -> StageError | None:

@@ -93,7 +93,7 @@ def _handler(signum, frame) -> None:
     _state.raised.start()
     if not _state.waiting:
         raise Interrupted(signum)
-    os.write(2, f"fieldkd: {signal.Signals(signum).name}: the stages save their checkpoints and stop "
+    os.write(2, f"\nfieldkd: {signal.Signals(signum).name}: the stages save their checkpoints and stop "
                 f"(again to stop at once)\n".encode())
 
 
