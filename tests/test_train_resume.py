@@ -101,10 +101,18 @@ def test_a_loss_that_stays_non_finite_fails_the_stage(tiny_blender):
 
 def test_a_stop_request_saves_a_checkpoint_and_returns(tiny_blender, tmp_path):
     scene = load_scene("blender", tiny_blender)
-    asked = iter([False] * 7 + [True] * 100)  # the driver raises its flag during the 8th step
-    result = Trainer(config(100), checkpoint_dir=tmp_path, should_stop=lambda: next(asked)).fit(make_task(scene))
+    asked = iter([False] * 7 + [True] * 100)  # the driver raises its flag after the 7th step
+    result = Trainer(config(12), checkpoint_dir=tmp_path / "stopped",
+                     should_stop=lambda: next(asked)).fit(make_task(scene))
     assert result.stopped_by == "stop" and result.steps == 7
-    assert load_checkpoint(tmp_path)["step"] == 7
+    assert load_checkpoint(tmp_path / "stopped")["step"] == 7
+
+    resumed = make_task(scene)  # and the resume goes on exactly as if nothing had happened
+    assert Trainer(config(12), checkpoint_dir=tmp_path / "stopped").fit(resumed).steps == 12
+    straight = make_task(scene)
+    Trainer(config(12)).fit(straight)
+    for a, b in zip(straight.field.parameters(), resumed.field.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_a_restart_without_checkpoint_keeps_the_time_budget(tiny_blender):

@@ -157,6 +157,9 @@ class Trainer:
             if cfg.max_seconds is not None and now_elapsed >= cfg.max_seconds:
                 stopped_by = "time"
                 break
+            if self.any_rank([self.should_stop()])[0]:  # before drawing the step's rays: an exact resume
+                stopped_by = "stop"
+                break
             progress = step / cfg.steps
             if cfg.max_seconds:
                 progress = max(progress, now_elapsed / cfg.max_seconds)
@@ -168,12 +171,9 @@ class Trainer:
 
             with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
                 loss, metrics, n_samples = task.training_step(step)
-            # One check per step (a device sync): a non-finite loss makes no update, and
-            # data-parallel workers skip (or stop) together.
-            nonfinite, stop = self.any_rank([not bool(torch.isfinite(loss.detach()).all()), self.should_stop()])
-            if stop:
-                stopped_by = "stop"
-                break
+            # One check per step (a device sync): a non-finite loss makes no update, on every
+            # data-parallel worker alike.
+            nonfinite = self.any_rank([not bool(torch.isfinite(loss.detach()).all())])[0]
             optimizer.zero_grad(set_to_none=True)
             if nonfinite:
                 nonfinite_run, nonfinite_total = nonfinite_run + 1, nonfinite_total + 1
