@@ -49,9 +49,8 @@ def load_method(name: str):
 
 
 def run_command(overrides: list[str]) -> dict:
-    from .runner import execute
-
     from .resume import resume_config, split_resume
+    from .runner import execute
 
     started = time.perf_counter()
     resume, rest = split_resume(overrides)  # resume=ID: the run's own config, the overrides on top
