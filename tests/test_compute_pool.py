@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 from conftest import tiny_run_overrides
 from mlflow.tracking import MlflowClient
 
@@ -13,6 +14,7 @@ from fieldkd.platform.cli import compose_config
 from fieldkd.platform.compute.pool import Training, run_trainings, start_actors
 from fieldkd.platform.stages import StageRequest, fit_stage
 from fieldkd.platform.tracking import Run
+from fieldkd.platform.train.checkpoint import load_checkpoint
 
 
 def requests_for(names, scene, tmp_path, uri, steps=60):
@@ -52,6 +54,7 @@ def test_a_killed_actor_restarts_and_resumes_in_the_same_run(tiny_blender, tmp_p
     while not checkpoint.exists() and time.time() < deadline:
         time.sleep(0.2)
     assert checkpoint.exists(), "no checkpoint was written"
+    saved = load_checkpoint(checkpoint)["step"]
     os.kill(first_pid, signal.SIGKILL)
     worker.join(timeout=400)
 
@@ -60,7 +63,13 @@ def test_a_killed_actor_restarts_and_resumes_in_the_same_run(tiny_blender, tmp_p
     assert outcome.result.steps == 150
     client = MlflowClient(mlflow_uri)
     resumed = client.get_metric_history(request.run_id, "train/resumed_from_step")
-    assert resumed and 0 < resumed[-1].value < 150  # it continued from a checkpoint, not from scratch
+    assert len(resumed) == 1 and resumed[0].step == resumed[0].value  # it continued from a checkpoint,
+    assert saved <= resumed[0].value < 150 and resumed[0].value % 10 == 0  # the last one, not from scratch
+    for key in ("train/loss", "train/seconds"):
+        steps = [m.step for m in client.get_metric_history(request.run_id, key)]
+        assert steps == sorted(set(steps)), (key, steps)  # no step logged twice
+    _, alive = psutil.wait_procs([psutil.Process(outcome.pid)], timeout=30)
+    assert not alive  # the restarted actor ended with its training
     children = client.search_runs([client.get_run(request.run_id).info.experiment_id],
                                   "tags.mlflow.runName = 'victim'")
     assert len(children) == 1  # and no second MLflow run was created

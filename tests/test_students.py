@@ -60,4 +60,11 @@ def test_a_killed_train_worker_is_restored(tiny_blender, tmp_path, mlflow_uri, l
     assert run.data.metrics["train/steps"] == steps
     resumed = client.get_metric_history(run_id, "train/resumed_from_step")
     assert resumed and 0 < resumed[-1].value < steps  # the new worker group continued from a checkpoint
+    assert [m.step for m in resumed] == [m.value for m in resumed]  # at the step it resumed from
+    for key in ("train/loss", "train/seconds"):
+        history = [m.step for m in client.get_metric_history(run_id, key)]
+        assert history == sorted(set(history)), (key, history)  # no step logged twice
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # one run for the one stage
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=30)
+    assert not alive and not train_worker_pids()  # no worker outlived the training
     assert metrics["test/psnr"] > 12

@@ -65,3 +65,79 @@ def test_training_lowers_the_loss(tiny_blender):
     losses = []
     Trainer(config(120), log=lambda m, s: losses.append(m["train/loss"])).fit(make_task(scene))
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+
+
+class NaNAt:
+    """A real task whose loss is NaN at the given steps (a bad batch, a diverged model)."""
+
+    def __init__(self, task, steps):
+        self.task, self.steps = task, set(steps)
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def training_step(self, step):
+        loss, metrics, n = self.task.training_step(step)
+        return (loss * float("nan") if step in self.steps else loss), metrics, n
+
+
+def test_a_few_non_finite_steps_are_skipped_and_counted(tiny_blender):
+    scene = load_scene("blender", tiny_blender)
+    logged = {}
+    task = NaNAt(make_task(scene), range(3, 6))
+    result = Trainer(config(10, max_nonfinite_steps=4), log=lambda m, s: logged.update({s: m})).fit(task)
+    assert result.steps == 10 and result.nonfinite_steps == 3
+    assert logged[10]["train/nonfinite_steps"] == 3
+    assert all(torch.isfinite(p).all() for p in task.field.parameters())  # no NaN reached the weights
+
+
+def test_a_loss_that_stays_non_finite_fails_the_stage(tiny_blender):
+    from fieldkd.platform.train.loop import NonFiniteLoss
+
+    scene = load_scene("blender", tiny_blender)
+    with pytest.raises(NonFiniteLoss, match=r"not finite for 4 steps in a row \(steps 5-8\)"):
+        Trainer(config(50, max_nonfinite_steps=4)).fit(NaNAt(make_task(scene), range(5, 50)))
+
+
+def test_a_stop_request_saves_a_checkpoint_and_returns(tiny_blender, tmp_path):
+    scene = load_scene("blender", tiny_blender)
+    asked = iter([False] * 7 + [True] * 100)  # the driver raises its flag after the 7th step
+    result = Trainer(config(12), checkpoint_dir=tmp_path / "stopped",
+                     should_stop=lambda: next(asked)).fit(make_task(scene))
+    assert result.stopped_by == "stop" and result.steps == 7
+    assert load_checkpoint(tmp_path / "stopped")["step"] == 7
+
+    resumed = make_task(scene)  # and the resume goes on exactly as if nothing had happened
+    assert Trainer(config(12), checkpoint_dir=tmp_path / "stopped").fit(resumed).steps == 12
+    straight = make_task(scene)
+    Trainer(config(12)).fit(straight)
+    for a, b in zip(straight.field.parameters(), resumed.field.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_restart_without_checkpoint_keeps_the_time_budget(tiny_blender):
+    import time
+
+    scene = load_scene("blender", tiny_blender)
+    started = time.time() - 100.0  # the stage first started 100 s ago, then its process died
+    result = Trainer(TrainerConfig(steps=10**6, max_seconds=101.0, progress=False),
+                     started_at=started).fit(make_task(scene))
+    assert result.stopped_by == "time" and result.seconds >= 101.0
+    assert time.time() - started < 101.0 + 20  # about 1 s of training left, not 101
+
+
+def test_the_budget_counts_from_the_stages_first_start_by_its_request(mlflow_uri):
+    import dataclasses
+    import time
+
+    from fieldkd.platform.stages import StageRequest, budget_start
+    from fieldkd.platform.tracking import Run
+
+    run = Run.start("budget", "stage")
+    request = StageRequest(stage="s", run_id=run.run_id, tracking_uri=mlflow_uri, output_dir="out", cfg={})
+    first = budget_start(run, request)
+    time.sleep(0.05)
+    assert budget_start(Run(run.run_id), request) == pytest.approx(first, abs=1e-3)  # a restart: same start
+    assert budget_start(run, dataclasses.replace(request)) == pytest.approx(first, abs=1e-3)
+    later = budget_start(run, StageRequest(**{**dataclasses.asdict(request), "launch": "new-driver"}))
+    assert later > first + 0.04  # a new driver (resume=): its own start

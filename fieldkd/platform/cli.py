@@ -18,12 +18,14 @@ import sys
 import time
 from importlib.metadata import entry_points
 
-from .errors import InputError, PartialFailure
+from .compute import interrupts
+from .errors import InputError, PartialFailure, StageError
 from .summary import finite
 
 EXIT_BAD_INPUT = 2
 EXIT_PARTIAL = 3  # a result, with part of the work failed (a sweep's errored trials)
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # SIGINT; SIGTERM: 143 (128 + the signal)
+EXIT_STAGE_FAILED = 1
 METHOD_GROUP = "fieldkd.methods"
 
 
@@ -47,10 +49,12 @@ def load_method(name: str):
 
 
 def run_command(overrides: list[str]) -> dict:
+    from .resume import resume_config, split_resume
     from .runner import execute
 
     started = time.perf_counter()
-    cfg = compose_config(overrides)
+    resume, rest = split_resume(overrides)  # resume=ID: the run's own config, the overrides on top
+    cfg = resume_config(resume, rest, compose_config) if resume else compose_config(overrides)
     method = load_method(cfg["method"]["name"])
     run_id, metrics = execute(cfg, method.run)
     tell_where(run_id)
@@ -123,13 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     stdout = sys.stdout
     try:
         # Anything a library prints goes to stderr; stdout is for the summary line.
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), \
+                (interrupts.handling() if ns.command == "run" else contextlib.nullcontext()):
             summary = COMMANDS[ns.command](ns.args)
     except KeyboardInterrupt as exc:
         if ns.command == "sweep" and str(exc):  # a sweep that stopped early says how to resume it
             print(f"fieldkd: {exc}", file=sys.stderr)
             return EXIT_INTERRUPTED
-        raise
+        _close_progress_bars()
+        print(interrupted_line(exc), file=sys.stderr)
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     except PartialFailure as exc:
         print(f"fieldkd: error: {exc}", file=sys.stderr)
         stdout.write(json.dumps(exc.summary) + "\n")
@@ -142,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         if _is_config_error(exc):
             print(f"fieldkd: error: config: {_one_line(exc)}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        if (failed := stage_error_in(exc)) is not None:
+            print(f"fieldkd: error: {_one_line(failed)}", file=sys.stderr)
+            return EXIT_STAGE_FAILED
         raise
     stdout.write(json.dumps(summary) + "\n")
     stdout.flush()
@@ -161,6 +171,40 @@ def input_error_in(exc: BaseException | None) -> InputError | None:
         if isinstance(exc, InputError) and not isinstance(cause, InputError):
             return exc
         exc = cause
+    return None
+
+
+def interrupted_line(exc: KeyboardInterrupt) -> str:
+    """What stderr says last after Ctrl-C or SIGTERM: how to go on."""
+    if not isinstance(exc, interrupts.Interrupted):
+        return "fieldkd: interrupted"
+    said = f"fieldkd: interrupted by {exc}"
+    if exc.run_id is None:
+        return f"{said} before a run started"
+    return (f"{said}: run {exc.run_id} is KILLED, its stages kept their checkpoints; "
+            f"continue it with: fieldkd run resume={exc.run_id}")
+
+
+def _close_progress_bars() -> None:
+    """Close the bars still drawn here (Ray draws its workers' bars in the driver), so that
+    none is redrawn at exit after the last line."""
+    tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    for bar in list(getattr(tqdm, "_instances", ())):
+        with contextlib.suppress(Exception):
+            bar.close()
+
+
+def stage_error_in(exc: BaseException | None) -> StageError | None:
+    """A stage's own error behind ``exc``, also from a Ray actor or a Ray Train worker."""
+    todo, seen = [exc], set()
+    while todo:
+        exc = todo.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        if isinstance(exc, StageError):
+            return exc
+        todo += [getattr(exc, "cause", None), exc.__cause__, *getattr(exc, "worker_failures", {}).values()]
     return None
 
 

@@ -1,4 +1,5 @@
-"""Errors that the CLI turns into one line and an exit code: 2 for bad input, 3 for a partial failure."""
+"""Errors that the CLI turns into one line and an exit code: 2 for bad input, 3 for a partial failure,
+1 for a stage that cannot go on."""
 
 from __future__ import annotations
 
@@ -25,3 +26,7 @@ class PartialFailure(Exception):
     def __init__(self, message: str, summary: dict):
         self.summary = summary
         super().__init__(message)
+
+
+class StageError(Exception):
+    """A stage that cannot go on (e.g. its loss stayed NaN): its run is FAILED, the message says why."""

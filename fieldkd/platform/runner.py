@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from .atomic import clean_stale
+from .compute import interrupts
 from .compute.session import init_ray
 from .errors import InputError
 from .stages import RunContext, scene_label
@@ -30,7 +31,8 @@ def execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None 
     dashboard = compute["dashboard"] if compute["dashboard"] is not None else int(compute["workers"]) > 1
     owns_ray = init_ray(dashboard=bool(dashboard))
     try:
-        with watching(enabled=bool(cfg["trainer"].get("progress", True))):
+        with watching(enabled=bool(cfg["trainer"].get("progress", True))), \
+                interrupts.handling():  # again after ray.init, which installs a SIGTERM handler of its own
             return _execute(cfg, method, parent)
     finally:
         if owns_ray:
@@ -68,10 +70,21 @@ def _execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None
     try:
         metrics = method(ctx)
     except BaseException as exc:
-        run.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        close_children(run, status)
+        run.finish(status)
+        if isinstance(exc, interrupts.Interrupted):
+            exc.run_id = run.run_id  # the CLI says how to resume it
         raise
     # Multi-stage methods report their stages' metrics on the top-level run too.
     logged = run.get().data.metrics
     run.log_metrics({k: v for k, v in metrics.items() if k not in logged}, step=0)
     run.finish()
     return run.run_id, metrics
+
+
+def close_children(run: Run, status: str) -> None:
+    """Close the child runs that are still RUNNING (stages the interrupt or failure cut short)."""
+    for child in run.children():
+        if child.info.status == "RUNNING":
+            child.finish(status)

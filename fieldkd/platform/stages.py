@@ -8,7 +8,10 @@ driven by the resolved config, so a method stays a short recipe.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import torch
 import yaml
 
 from .atomic import copy_file
+from .compute.interrupts import StageStopped, watching
 from .compute.session import placement
 from .distill.stage import TeacherRef
 from .distill.teacher import Teacher
@@ -65,7 +69,7 @@ class RunContext:
         ``config.yaml``; a resumed pipeline finds the child it made before."""
         for run in self.run.children():
             if run.get().data.tags.get("fieldkd.stage") == stage:
-                return run
+                return Run.resume(run.run_id, run.tracking_uri)  # RUNNING again until its stage ends
         run = self.run.child(stage, tags=self.tags(stage=stage, field=cfg["field"]["name"]))
         run.log_params(flatten(cfg))
         run.log_text(yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
@@ -114,6 +118,8 @@ class StageRequest:
     teacher_views: list[int] | None = None  # incremental: the views of ``split`` the teacher has seen, in
     #                                         trajectory order (its poses are interpolated between them)
     report: bool = False  # also send the final metrics to any active reporting_to sink (a Tune trial)
+    launch: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])  # this driver's request, which a
+    #                                         restarted actor or worker group receives again (see budget_start)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -312,9 +318,13 @@ def train_stage(ctx: RunContext, request: StageRequest, parts: StageParts, run: 
     cfg = ctx.cfg
     validate = periodic_validation(cfg, parts.scene, parts.renderer, parts.field, ctx.device)
     task = make_task(request, parts, ctx.device, evaluate=validate)
-    trainer = Trainer(trainer_config(cfg), log=also(run.log_metrics), checkpoint_dir=checkpoint_dir,
-                      device=ctx.device, description=request.stage)
-    result = trainer.fit(task)
+    with watching() as stopped:
+        trainer = Trainer(trainer_config(cfg), log=also(run.log_metrics), checkpoint_dir=checkpoint_dir,
+                          device=ctx.device, description=request.stage, should_stop=stopped,
+                          started_at=budget_start(run, request))
+        result = trainer.fit(task)
+    if result.stopped_by == "stop":
+        raise StageStopped(request.stage, result.steps)
     run.log_metrics({"train/steps": result.steps, "train/seconds": result.seconds}, result.steps)
     return TrainedField(parts.field, parts.renderer, result, parts.backend, checkpoint_dir)
 
@@ -353,10 +363,24 @@ def also(log: MetricsLogger) -> MetricsLogger:
     return fan_out
 
 
+def budget_start(run: Run, request: StageRequest) -> float:
+    """Wall time of the stage's first start by this request, kept as a tag of its run: a
+    restarted process without a checkpoint goes on with the time budget, not anew. A new
+    driver (``resume=``) sends a new request, whose budget starts from its checkpoint."""
+    tag = f"fieldkd.started.{request.stage}"
+    token, _, when = run.get().data.tags.get(tag, "").partition(" ")
+    if token == request.launch and when:
+        return float(when)
+    now = time.time()
+    run.set_tags({tag: f"{request.launch} {now:.3f}"})
+    return now
+
+
 def fit_stage(request: StageRequest) -> StageOutcome:
-    """Train (resuming if a checkpoint exists) and evaluate one stage, in whatever process runs it."""
+    """Train (resuming if a checkpoint exists) and evaluate one stage, in whatever process runs it.
+    A stage that the driver asked to stop saves its checkpoint and raises :class:`StageStopped`."""
     cfg = request.cfg
-    run = Run(request.run_id, request.tracking_uri)
+    run = Run(request.run_id, request.tracking_uri).continuing()
     ctx = RunContext(cfg=cfg, run=run, device=resolve_device(cfg["device"]), output_dir=Path(request.output_dir))
     interval = cfg["tracking"].get("system_metrics_s")
     if request.system_metrics and interval:
@@ -511,13 +535,14 @@ def run_streams(ctx: RunContext, streams: dict[str, list[StageRequest]]) -> dict
 
 @contextlib.contextmanager
 def finishing(ctx: RunContext, requests: list[StageRequest]):
-    """Close the stages' own child runs: FINISHED when all went well, else FAILED."""
+    """Close the stages' own child runs: FINISHED when all went well, KILLED when the
+    driver was interrupted, else FAILED."""
     own = [Run(r.run_id, ctx.run.tracking_uri) for r in requests if r.run_id != ctx.run.run_id]
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
         for run in own:
-            run.finish("FAILED")
+            run.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     for run in own:
         run.finish()

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from ..train.board import note
 from ..train.progress import inside_ray_worker
+from . import interrupts
 from .session import init_ray, pin_threads
 
 
@@ -85,7 +86,8 @@ def run_trainings(trainings: list[Training], max_restarts: int = 3,
 
     ``actors`` may come from :func:`start_actors` (to reach them while they
     run, e.g. to observe or kill one). A training that raises fails the call
-    with its error; the others are stopped.
+    with its error; the others are stopped. After Ctrl-C (see :mod:`.interrupts`)
+    the trainings save their checkpoints, and :class:`~.interrupts.Interrupted` is raised.
     """
     names = [t.name for t in trainings]
     if len(set(names)) != len(names):
@@ -99,13 +101,19 @@ def run_trainings(trainings: list[Training], max_restarts: int = 3,
     pending = {actors[t.name].run.remote(t.fn, t.kwargs): t.name for t in trainings}
     outcomes: dict[str, Outcome] = {}
     try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            name = pending.pop(done[0])
-            result, started, finished, node, pid = ray.get(done[0])
-            outcomes[name] = Outcome(name, result, started, finished, node, pid)
-            ray.kill(actors[name])  # frees its resources for trainings still waiting
-            note(f"fieldkd: {name} finished in {finished - started:.1f} s")
+        with interrupts.waiting():  # Ctrl-C: the trainings save their checkpoints and stop
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                name = pending.pop(done[0])
+                try:
+                    result, started, finished, node, pid = ray.get(done[0])
+                except Exception:
+                    if interrupts.requested() and pending:  # the others are stopping too: let them save
+                        ray.wait(list(pending), num_returns=len(pending), timeout=interrupts.STOP_GRACE_S)
+                    raise
+                outcomes[name] = Outcome(name, result, started, finished, node, pid)
+                ray.kill(actors[name])  # frees its resources for trainings still waiting
+                note(f"fieldkd: {name} finished in {finished - started:.1f} s")
     finally:
         for name, actor in actors.items():
             if name not in outcomes:

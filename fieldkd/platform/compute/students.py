@@ -18,6 +18,7 @@ import torch
 
 from ..atomic import write_text
 from ..stages import StageOutcome, StageRequest
+from . import interrupts
 
 LOCAL_SHUFFLE_ROWS = 8192
 
@@ -37,7 +38,9 @@ def fit_distributed(request: StageRequest) -> StageOutcome:
     use_gpu = request.cfg["device"] != "cpu" and (wanted > 0 if wanted is not None else largest_node("GPU") > 0)
     cpus, _ = training_resources(compute, workers)
     # Written by a task with a worker's resources: a teacher store needs the teacher (and its GPU).
-    shards = ray.get(ray.remote(write_shards).options(num_cpus=cpus, num_gpus=1 if use_gpu else 0).remote(request))
+    with interrupts.waiting():
+        shards = ray.get(ray.remote(write_shards).options(num_cpus=cpus,
+                                                       num_gpus=1 if use_gpu else 0).remote(request))
     datasets = {}
     if shards is not None:
         # Read before the workers take the CPUs: on a small machine no core would be left for reading.
@@ -54,7 +57,9 @@ def fit_distributed(request: StageRequest) -> StageOutcome:
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              logging_config=LoggingConfig(log_level="WARNING")),
     )
-    trainer.fit()
+    with interrupts.waiting():  # Ctrl-C: the workers save a checkpoint and return
+        interrupts.check()
+        interrupts.call_aside(trainer.fit)
     return read_outcome(request)
 
 
@@ -162,6 +167,18 @@ def agreed_seconds(local: float) -> float:
     return float(value.item())
 
 
+def any_worker(device: torch.device):
+    """Per-step flags the workers agree on: True on all when True on any."""
+    import torch.distributed as dist
+
+    def agree(flags: list[bool]) -> list[bool]:
+        values = torch.tensor([float(f) for f in flags], device=device)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in values.tolist()]
+
+    return agree
+
+
 def share_rank0_state(module: torch.nn.Module) -> None:
     """Copy rank 0's buffers (e.g. the occupancy grid) to every worker."""
     import torch.distributed as dist
@@ -192,8 +209,8 @@ def train_worker(config: dict) -> None:
     import ray.train.torch
     from torch.nn.parallel import DistributedDataParallel
 
-    from ..stages import (RunContext, TrainedField, build_parts, evaluate_field, make_task, periodic_validation,
-                          stage_tags, trainer_config)
+    from ..stages import (RunContext, TrainedField, budget_start, build_parts, evaluate_field, make_task,
+                          periodic_validation, stage_tags, trainer_config)
     from ..tracking import Run
     from ..train.loop import Trainer
     from ..train.progress import activity
@@ -208,7 +225,7 @@ def train_worker(config: dict) -> None:
     parts = build_parts(request, device)
     scene, field, renderer, backend = parts.scene, parts.field, parts.renderer, parts.backend
     model = DistributedDataParallel(field, forward_sync_buffers=False) if world > 1 else field
-    run = Run(request.run_id, request.tracking_uri) if rank == 0 else None
+    run = Run(request.run_id, request.tracking_uri).continuing() if rank == 0 else None
     if run and request.system_metrics and cfg["tracking"].get("system_metrics_s"):
         run.start_system_metrics(float(cfg["tracking"]["system_metrics_s"]))
     ctx = RunContext(cfg=cfg, run=run, device=device, output_dir=Path(request.output_dir))
@@ -231,11 +248,18 @@ def train_worker(config: dict) -> None:
                 share_rank0_state(renderer.grid)
 
         task.after_step = after_step
-    trainer = Trainer(trainer_config(cfg), log=run.log_metrics if run else None,
-                      checkpoints=ReportedCheckpoints(rank, request.checkpoint_dir), device=device,
-                      description=f"{request.stage} x{world}", show_progress=rank == 0,
-                      clock=agreed_seconds if world > 1 else None)
-    result = trainer.fit(task)
+    with interrupts.watching() as stopped:
+        trainer = Trainer(trainer_config(cfg), log=run.log_metrics if run else None,
+                          checkpoints=ReportedCheckpoints(rank, request.checkpoint_dir), device=device,
+                          description=f"{request.stage} x{world}", show_progress=rank == 0,
+                          clock=agreed_seconds if world > 1 else None, should_stop=stopped,
+                          started_at=budget_start(run, request) if run else None,
+                          any_rank=any_worker(device) if world > 1 else None)
+        result = trainer.fit(task)
+    if result.stopped_by == "stop":  # checkpoint saved; the driver raises the interrupt
+        if run:
+            run.stop_system_metrics()
+        return
     spread = replica_spread(field) if world > 1 else 0.0
     if rank == 0:
         run.log_metrics({"train/steps": result.steps, "train/seconds": result.seconds,

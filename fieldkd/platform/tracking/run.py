@@ -13,7 +13,10 @@ into itself from a background thread; :meth:`Run.finish` stops it.
 from __future__ import annotations
 
 import json
+import threading
 import time
+import uuid
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -29,6 +32,8 @@ from .system import SYSTEM_PREFIX, SystemMetrics
 
 PARENT_TAG = "mlflow.parentRunId"
 CHECKPOINT_TAG = "fieldkd.checkpoint"  # where a stage's final checkpoint lives in storage (output_dir)
+CREATE_TOKEN_TAG = "fieldkd.create_token"  # set by the client that creates a run: a retried creation finds it
+NONFINITE_PREFIX = "nonfinite/"  # nonfinite/KEY: how many NaN or infinite values of KEY this handle was given
 MAX_PARAM_LENGTH = 6000
 BATCH = 100  # MLflow's per-request limit for params and for tags
 METRIC_BATCH = 1000  # MLflow's per-request limit for metrics
@@ -57,6 +62,9 @@ class Run:
         self.retry = retry or DEFAULT_POLICY
         self.retries = 0  # transient failures this handle recovered from
         self._system: SystemMetrics | None = None
+        self._last_steps: dict[str, int] | None = None  # see continuing()
+        self._nonfinite: Counter = Counter()
+        self._lock = threading.Lock()
 
     def __reduce__(self):
         return (Run, (self.run_id, self.tracking_uri, self.retry))
@@ -83,21 +91,34 @@ class Run:
         tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent is not None:
             tags[PARENT_TAG] = parent if isinstance(parent, str) else parent.run_id
-        created = call_with_retry(c.create_run, experiment_id(c, experiment), run_name=name, tags=tags)
+        created = create_once(c, experiment_id(c, experiment), name, tags)
         return cls(created.info.run_id, c.tracking_uri)
 
     @classmethod
     def resume(cls, run_id: str, tracking_uri: str | None = None) -> Run:
+        """The run, RUNNING again, logging each metric step once (see :meth:`continuing`)."""
         run = cls(run_id, tracking_uri)
         run._call(run.client.update_run, run_id, status="RUNNING")
-        return run
+        return run.continuing()
 
     def child(self, name: str, tags: dict[str, str] | None = None) -> Run:
         """A new run in this run's experiment, linked to this one by ``mlflow.parentRunId``."""
         tags = {k: str(v) for k, v in (tags or {}).items()}
         tags[PARENT_TAG] = self.run_id
-        created = self._call(self.client.create_run, self.info.experiment_id, run_name=name, tags=tags)
+        created = create_once(self.client, self.info.experiment_id, name, tags, self.retry, self._count_retry)
         return Run(created.info.run_id, self.tracking_uri, self.retry)
+
+    def continuing(self) -> Run:
+        """Log each metric step once from now on: a point at or before the last step already
+        stored for its key is dropped. A restarted or resumed stage thus keeps the points it
+        logged between its checkpoint and the crash (the same values, since the checkpoint
+        restores the random state) instead of logging those steps a second time."""
+        latest = self._latest_points()
+        with self._lock:
+            self._last_steps = {}
+            for m in latest:
+                self._last_steps[m.key] = max(m.step, self._last_steps.get(m.key, m.step))
+        return self
 
     @property
     def info(self):
@@ -141,8 +162,17 @@ class Run:
         # The timestamp is fixed before the first try, so a retried batch that had in
         # fact been stored is recognised by MLflow as the same points.
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
-                 if v is not None and np.isfinite(float(v))]
+        values = {k: float(v) for k, v in metrics.items() if v is not None}
+        with self._lock:
+            for key in [k for k, v in values.items() if not np.isfinite(v)]:
+                # Not stored as a point (a NaN breaks charts and summaries): counted under its own key.
+                del values[key]
+                self._nonfinite[key] += 1
+                values[NONFINITE_PREFIX + key] = float(self._nonfinite[key])
+            if self._last_steps is not None:
+                values = {k: v for k, v in values.items() if int(step) > self._last_steps.get(k, -1)}
+                self._last_steps.update({k: int(step) for k in values})
+        items = [Metric(k, v, now, int(step)) for k, v in values.items()]
         for start in range(0, len(items), METRIC_BATCH):
             self._call(self.client.log_batch, self.run_id, metrics=items[start:start + METRIC_BATCH])
 
@@ -211,14 +241,40 @@ class Run:
             self._system = None
 
     def _next_step(self, prefix: str) -> int:
+        steps = [m.step for m in self._latest_points(prefix)]
+        return max(steps) + 1 if steps else 0
+
+    def _latest_points(self, prefix: str = "") -> list[Metric]:
+        """The latest point of every metric whose key starts with ``prefix``, with its step."""
         data = self.get().data
         latest = getattr(data, "_metric_objs", None)  # latest point per key, with its step
         if latest is None:
             keys = [k for k in data.metrics if k.startswith(prefix)]
             latest = [m for k in keys for m in self._call(self.client.get_metric_history, self.run_id, k)]
-        steps = [m.step for m in latest if m.key.startswith(prefix)]
-        return max(steps) + 1 if steps else 0
+        return [m for m in latest if m.key.startswith(prefix)]
 
     def finish(self, status: str = "FINISHED") -> None:
         self.stop_system_metrics()
         self._call(self.client.set_terminated, self.run_id, status=status)
+
+
+def create_once(client, experiment: str, name: str, tags: dict[str, str],
+                policy: RetryPolicy = DEFAULT_POLICY, on_retry=None):
+    """``client.create_run``, retried on passing failures without making a second run:
+    the run carries a token of this call, and a retry first looks for a run with it
+    (a creation may have been stored although its answer was lost)."""
+    token = uuid.uuid4().hex
+    tags = {**tags, CREATE_TOKEN_TAG: token}
+    attempts = 0
+
+    def attempt():
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1:
+            found = client.search_runs([experiment], f"tags.`{CREATE_TOKEN_TAG}` = '{token}'",
+                                       run_view_type=ViewType.ALL, max_results=1)
+            if found:
+                return found[0]
+        return client.create_run(experiment, run_name=name, tags=tags)
+
+    return call_with_retry(attempt, policy=policy, on_retry=on_retry)

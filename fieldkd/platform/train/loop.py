@@ -17,6 +17,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 import torch
+
+from ..errors import StageError
 from .checkpoint import Checkpoints, DirectoryCheckpoints
 from .progress import Progress
 from .schedule import lr_factor
@@ -59,6 +61,7 @@ class TrainerConfig:
     checkpoint_every: int = 500
     progress: bool = True
     seed: int = 0
+    max_nonfinite_steps: int = 20  # the stage fails after this many non-finite losses in a row
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainerConfig":
@@ -72,8 +75,13 @@ class TrainerConfig:
 class TrainResult:
     steps: int
     seconds: float
-    stopped_by: str  # "steps" or "time"
+    stopped_by: str  # "steps", "time" or "stop" (the driver asked the stage to stop)
     last_eval: dict
+    nonfinite_steps: int = 0  # steps whose loss was not finite (no update was made)
+
+
+class NonFiniteLoss(StageError):
+    """The loss stayed NaN or infinite for ``max_nonfinite_steps`` steps in a row."""
 
 
 def seed_everything(seed: int) -> None:
@@ -94,10 +102,16 @@ class Trainer:
     def __init__(self, cfg: TrainerConfig, log: MetricsLogger | None = None,
                  checkpoint_dir: str | Path | None = None, device: str | torch.device = "cpu",
                  description: str = "train", checkpoints: Checkpoints | None = None,
-                 clock: Clock | None = None, show_progress: bool = True):
+                 clock: Clock | None = None, show_progress: bool = True,
+                 should_stop: Callable[[], bool] | None = None, started_at: float | None = None,
+                 any_rank: Callable[[list[bool]], list[bool]] | None = None):
         """``checkpoints`` replaces the default directory store (Ray Train reports
         them instead); ``clock`` lets data-parallel workers agree on the time
-        budget, so that they stop at the same step with the same learning rate."""
+        budget, so that they stop at the same step with the same learning rate.
+        ``should_stop``: checked every step; when True the loop saves a checkpoint and
+        returns (stopped_by "stop"). ``started_at``: wall time of the stage's first
+        start, so that a restart without a checkpoint keeps its time budget.
+        ``any_rank``: data-parallel workers agree on per-step flags (True if any is)."""
         self.cfg = cfg
         self.log = log or (lambda metrics, step: None)
         self.checkpoints = checkpoints or (DirectoryCheckpoints(checkpoint_dir) if checkpoint_dir else None)
@@ -105,6 +119,9 @@ class Trainer:
         self.description = description
         self.clock = clock or (lambda seconds: seconds)
         self.show_progress = show_progress
+        self.should_stop = should_stop or (lambda: False)
+        self.started_at = started_at
+        self.any_rank = any_rank or (lambda flags: flags)
 
     def fit(self, task: Task, resume: bool = True) -> TrainResult:
         cfg = self.cfg
@@ -120,6 +137,8 @@ class Trainer:
             self.log({"train/resumed_from_step": step}, step)
         else:
             seed_everything(cfg.seed)
+            if self.started_at is not None:  # a restart before the first checkpoint: the clock runs on
+                elapsed_before = max(0.0, time.time() - self.started_at)
 
         use_amp = cfg.amp and self.device.type == "cuda"
         amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -133,10 +152,14 @@ class Trainer:
         reporter = Progress(self.description, cfg.steps, cfg.max_seconds, enabled=cfg.progress and self.show_progress)
         local_elapsed = lambda: elapsed_before + time.perf_counter() - started  # noqa: E731 (no collective)
         on_progress = getattr(task, "on_progress", None)  # tasks whose schedule follows the budget
+        nonfinite_run = nonfinite_total = 0
         while step < cfg.steps:
             now_elapsed = elapsed() if cfg.max_seconds is not None else 0.0
             if cfg.max_seconds is not None and now_elapsed >= cfg.max_seconds:
                 stopped_by = "time"
+                break
+            if self.any_rank([self.should_stop()])[0]:  # before drawing the step's rays: an exact resume
+                stopped_by = "stop"
                 break
             progress = step / cfg.steps
             if cfg.max_seconds:
@@ -149,14 +172,26 @@ class Trainer:
 
             with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
                 loss, metrics, n_samples = task.training_step(step)
+            # One check per step (a device sync): a non-finite loss makes no update, on every
+            # data-parallel worker alike.
+            nonfinite = self.any_rank([not bool(torch.isfinite(loss.detach()).all())])[0]
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                               cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            if nonfinite:
+                nonfinite_run, nonfinite_total = nonfinite_run + 1, nonfinite_total + 1
+                if nonfinite_run >= cfg.max_nonfinite_steps:
+                    self.log({"train/nonfinite_steps": nonfinite_total}, step)
+                    raise NonFiniteLoss(f"{self.description}: the loss was not finite for {nonfinite_run} steps "
+                                        f"in a row (steps {step - nonfinite_run + 1}-{step}); lower trainer.lr, "
+                                        f"or raise trainer.max_nonfinite_steps")
+            else:
+                nonfinite_run = 0
+                scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                                   cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
             task.after_step(step)
             step += 1
             window_samples += n_samples
@@ -167,6 +202,8 @@ class Trainer:
                 metrics = {"train/loss": float(loss.detach()), **metrics,
                            "train/samples_per_second": window_samples / max(now - window_start, 1e-9),
                            "train/lr": base_lrs[0] * factor, "train/seconds": elapsed()}
+                if nonfinite_total:
+                    metrics["train/nonfinite_steps"] = nonfinite_total
                 self.log(metrics, step)
                 reporter.update(step, local_elapsed(), metrics)
                 window_samples, window_start = 0, time.perf_counter()
@@ -181,7 +218,8 @@ class Trainer:
         reporter.close(stopped_by)
         if self.checkpoints:
             self._save(task, optimizer, step, seconds)
-        return TrainResult(steps=step, seconds=seconds, stopped_by=stopped_by, last_eval=last_eval)
+        return TrainResult(steps=step, seconds=seconds, stopped_by=stopped_by, last_eval=last_eval,
+                           nonfinite_steps=nonfinite_total)
 
     def _save(self, task: Task, optimizer, step: int, elapsed: float) -> None:
         self.checkpoints.save({"task": task.state_dict(), "optimizer": optimizer.state_dict(),
