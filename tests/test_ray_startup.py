@@ -59,6 +59,7 @@ def finish(proc: subprocess.Popen, timeout: float = 400) -> dict:
     """Wait for a `fieldkd run`; it must exit 0 with its JSON summary as the last line of stdout."""
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err[-4000:]
+    assert "Token authentication is enabled" not in err  # Ray's start-up notice is dropped
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["method"] == "baseline" and summary["run_id"]
     return summary
@@ -269,3 +270,29 @@ def test_local_instance_listens_on_loopback_only(ray_root, monkeypatch):
     finally:
         ray.shutdown()
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") is None  # only Ray's processes keep the setting
+
+
+def test_only_rays_token_on_notice_is_dropped():
+    import logging
+
+    from ray._private.authentication import authentication_token_setup as token_setup
+
+    from fieldkd.platform.compute.session import TOKEN_LOGGER, quiet_token_notice
+
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    log = logging.getLogger(TOKEN_LOGGER)
+    assert log is token_setup.logger  # the logger Ray writes the notice to
+    log.addHandler(handler)
+    try:
+        quiet_token_notice()
+        quiet_token_notice()  # once is enough: a second start adds no second filter
+        token_setup._warn_token_auth_enabled()
+        token_setup._warn_token_auth_disabled()  # a real warning: anyone on the network may run code
+        log.warning("something else")
+    finally:
+        log.removeHandler(handler)
+    assert [m.split(".")[0] for m in seen] == ["Token authentication is disabled for this Ray cluster",
+                                               "something else"]
+    assert sum(type(f).__name__ == "_DropTokenNotice" for f in log.filters) == 1
