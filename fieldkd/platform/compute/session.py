@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
-import time
 
 from ..errors import InputError
 
@@ -25,7 +23,6 @@ LOOPBACK = "127.0.0.1"
 # servers (GCS, raylet, object manager, workers, agents, dashboard) listen on 127.0.0.1 only.
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
-START_TRIES = 2
 
 
 def cluster_address() -> str | None:
@@ -78,34 +75,11 @@ def start_local(num_cpus: int | None = None, num_gpus: int | None = None, dashbo
     import ray
 
     quiet_token_notice()
-    for attempt in range(START_TRIES):
-        since = time.time()
-        try:
-            with single_machine():
-                # "local": a new instance even when `ray start` or a stale address file says otherwise.
-                ray.init(address="local", num_cpus=num_cpus or machine_cpus(), num_gpus=num_gpus,
-                         include_dashboard=dashboard, dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK,
-                         namespace=namespace, log_to_driver=True, configure_logging=False)
-            return
-        except Exception as exc:
-            # Ray gives its raylet a fixed 30 s to register, and the raylet first waits for its Python
-            # agents: on a machine busy with other work that can be too short. Try once more.
-            if "timed out during startup" not in str(exc) or attempt + 1 == START_TRIES:
-                raise
-            print("fieldkd: Ray did not start within its 30 s (a busy machine?); trying again", file=sys.stderr)
-            stop_children_since(since)
-
-
-def stop_children_since(since: float) -> None:
-    """Kill what this process started since ``since`` (the half-started Ray instance)."""
-    import psutil
-
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if child.create_time() >= since - 1.0:
-                child.kill()
-        except psutil.Error:
-            pass
+    with single_machine():
+        # "local": a new instance even when `ray start` or a stale address file says otherwise.
+        ray.init(address="local", num_cpus=num_cpus or machine_cpus(), num_gpus=num_gpus,
+                 include_dashboard=dashboard, dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK,
+                 namespace=namespace, log_to_driver=True, configure_logging=False)
 
 
 @contextlib.contextmanager
