@@ -230,7 +230,7 @@ def is_loopback(ip: str) -> bool:
     return str(mapped or address) in LOOPBACK
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(400)
 def test_local_instance_listens_on_loopback_only(ray_root, monkeypatch):
     import ray
 
@@ -252,7 +252,7 @@ def test_local_instance_listens_on_loopback_only(ray_root, monkeypatch):
         dashboard_port = int(ray._private.worker.get_dashboard_url().rsplit(":", 1)[1])
         expected = {"GCS": gcs_port, "raylet": node["NodeManagerPort"], "object manager": node["ObjectManagerPort"],
                     "dashboard agent's metrics export": node["MetricsExportPort"], "dashboard": dashboard_port}
-        deadline = time.monotonic() + 90  # the agents come up a while after ray.init returns
+        deadline = time.monotonic() + 180  # the agents come up a while after ray.init returns
         while True:
             pids = started_under(ray_root) | {os.getpid(): 0.0}
             try:
@@ -267,6 +267,7 @@ def test_local_instance_listens_on_loopback_only(ray_root, monkeypatch):
         assert worker in pids and listening({worker})  # workers were found too
         assert [s for s in sockets if not is_loopback(s[1])] == [], sockets
         assert node["NodeManagerAddress"] == "127.0.0.1"
+        print("\n".join(f"{name} {ip} {port}" for name, ip, port in sorted(sockets)))  # shown with -s
     finally:
         ray.shutdown()
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") is None  # only Ray's processes keep the setting
