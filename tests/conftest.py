@@ -36,11 +36,13 @@ def tiny_run_overrides(scene_dir, output_dir, steps=60):
 
 @pytest.fixture
 def local_ray():
-    """A real local Ray with this machine's two cores, shut down afterwards."""
+    """A real local Ray with this machine's two cores (started as fieldkd starts one), shut down afterwards."""
     import ray
 
+    from fieldkd.platform.compute.session import start_local
+
     ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, namespace="fieldkd-tests")
+    start_local(num_cpus=2, namespace="fieldkd-tests")
     yield ray
     ray.shutdown()
 

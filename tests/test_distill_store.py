@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from fieldkd.platform.compute.session import start_local
 from fieldkd.platform.distill.inquirers import SphereInquirer, TrainingRayInquirer
 from fieldkd.platform.distill.samples import OnTheFlySource, SampleLayout
 from fieldkd.platform.distill.store import (MARKER, StoreSource, TeacherStore, columns_to_batch,
@@ -156,8 +157,7 @@ def test_ray_data_reads_the_same_rows(store):
     import ray
 
     ray.shutdown()
-    ray.init(address="local", num_cpus=1, include_dashboard=False, configure_logging=False,
-             namespace="fieldkd-distill-tests")
+    start_local(num_cpus=1, namespace="fieldkd-distill-tests")
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     keep_order = context.execution_options.preserve_order

@@ -102,6 +102,7 @@ class Head:
         self.token = token
         gcs, dashboard, client, agent = free_ports(4)
         self.address = f"http://127.0.0.1:{dashboard}"
+        self.gcs_address = f"127.0.0.1:{gcs}"
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_"))}
         self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, RAY_USAGE_STATS_ENABLED="0")

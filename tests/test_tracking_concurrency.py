@@ -17,6 +17,7 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
+from fieldkd.platform.compute.session import start_local
 from fieldkd.platform.tracking import PARENT_TAG, Run
 
 WRITERS = 8
@@ -31,8 +32,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 def ray_cluster():
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
-                 namespace="fieldkd-tests-tracking")
+        start_local(num_cpus=2, namespace="fieldkd-tests-tracking")
     yield ray
     if started:
         ray.shutdown()

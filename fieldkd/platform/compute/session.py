@@ -1,7 +1,8 @@
 """The one place that starts or joins Ray.
 
 - Inside `ray job submit`, or with RAY_ADDRESS set, join that cluster.
-- Otherwise start a local Ray instance sized to this machine.
+- Otherwise start a local Ray instance of our own, sized to this machine and
+  reachable from this machine only (every server it starts listens on 127.0.0.1).
 
 Workers pin torch's thread count to the CPUs they were given, so that several
 trainings on one machine do not oversubscribe its cores.
@@ -9,9 +10,19 @@ trainings on one machine do not oversubscribe its cores.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
+from ..errors import InputError
+
 NAMESPACE = "fieldkd"
+LOOPBACK = "127.0.0.1"
+# Ray reads this switch to decide whether a node may be part of a multi-machine cluster. Off, it
+# takes 127.0.0.1 as the node's address (on, it replaces 127.0.0.1 by the host's address), and its
+# servers (GCS, raylet, object manager, workers, agents, dashboard) listen on 127.0.0.1 only.
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def cluster_address() -> str | None:
@@ -39,15 +50,69 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, dashboard
 
     if ray.is_initialized():
         return False
-    common = dict(namespace=NAMESPACE, log_to_driver=True, configure_logging=False)
     address = cluster_address()
     if address:
-        ray.init(address=address, **common)
+        join_cluster(address)
         return False
-    # "local": always a fresh instance of our own, never whatever cluster an address file names.
-    ray.init(address="local", num_cpus=num_cpus or machine_cpus(), num_gpus=num_gpus,
-             include_dashboard=dashboard, **common)
+    start_local(num_cpus, num_gpus, dashboard)
     return True
+
+
+def join_cluster(address: str, namespace: str = NAMESPACE) -> None:
+    """Join the cluster at ``address`` ("auto", host:port): its nodes bring their own resources."""
+    import ray
+
+    quiet_token_notice()
+    try:
+        ray.init(address=address, namespace=namespace, log_to_driver=True, configure_logging=False)
+    except ConnectionError as exc:
+        raise InputError("RAY_ADDRESS", f"cannot join the Ray cluster at {address!r}: {exc}") from None
+
+
+def start_local(num_cpus: int | None = None, num_gpus: int | None = None, dashboard: bool = False,
+                namespace: str = NAMESPACE) -> None:
+    """Start a fresh local instance: never one that an address file names, never reachable from outside."""
+    import ray
+
+    quiet_token_notice()
+    with single_machine():
+        # "local": a new instance even when `ray start` or a stale address file says otherwise.
+        ray.init(address="local", num_cpus=num_cpus or machine_cpus(), num_gpus=num_gpus,
+                 include_dashboard=dashboard, dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK,
+                 namespace=namespace, log_to_driver=True, configure_logging=False)
+
+
+@contextlib.contextmanager
+def single_machine():
+    """Ray on loopback only, while it starts: the processes it starts keep the setting, this one gets
+    its own back (a later join of a real cluster from this process must see the host's address)."""
+    from ray._private import ray_constants
+
+    before_env, before = os.environ.get(SINGLE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[SINGLE_MACHINE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read at import, so the environment alone comes too late
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(SINGLE_MACHINE_ENV, None)
+        else:
+            os.environ[SINGLE_MACHINE_ENV] = before_env
+
+
+class _DropTokenNotice(logging.Filter):
+    """Ray announces, as a warning, that token authentication is on (the safe default) at every start.
+    Drop that notice only; the warning that it is off, and everything else, still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def quiet_token_notice() -> None:
+    log = logging.getLogger(TOKEN_LOGGER)
+    if not any(isinstance(f, _DropTokenNotice) for f in log.filters):
+        log.addFilter(_DropTokenNotice())
 
 
 def largest_node(resource: str) -> float:
