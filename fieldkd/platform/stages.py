@@ -26,6 +26,7 @@ from .evaluate.mesh import extract_mesh, load_mesh, mesh_metrics
 from .evaluate.views import evaluate_views
 from .fields import build_field, pick_hash_backend
 from .render.renderer import RenderConfig, Renderer
+from .run_info import used_config
 from .scenes import default_scene_dir, load_scene
 from .scenes.scene import Scene, SceneSplit
 from .tracking import Run, flatten
@@ -64,8 +65,9 @@ class RunContext:
             if run.get().data.tags.get("fieldkd.stage") == stage:
                 return run
         run = self.run.child(stage, tags=self.tags(stage=stage, field=cfg["field"]["name"]))
-        run.log_params(flatten(cfg))
-        run.log_text(yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
+        used = used_config(cfg)
+        run.log_params(flatten(used))
+        run.log_text(yaml.safe_dump(used, sort_keys=False), "config.yaml")
         return run
 
 

@@ -186,6 +186,25 @@ class Run:
             self._system.stop()
             self._system = None
 
+    def last_step(self) -> int:
+        """The largest step of the run's training metrics (system metrics aside), else of
+        its children's (a pipeline's parent logs none of its own); 0 when there is none."""
+        own = [s for s in self._latest_steps().items() if not s[0].startswith(SYSTEM_PREFIX)]
+        if own:
+            return max(step for _, step in own)
+        steps = [step for child in self.children() for key, step in child._latest_steps().items()
+                 if not key.startswith(SYSTEM_PREFIX)]
+        return max(steps, default=0)
+
+    def _latest_steps(self) -> dict[str, int]:
+        """Each metric's step at its latest point."""
+        data = self.get().data
+        latest = getattr(data, "_metric_objs", None)
+        if latest is None:
+            return {k: max(m.step for m in self._call(self.client.get_metric_history, self.run_id, k))
+                    for k in data.metrics}
+        return {m.key: m.step for m in latest}
+
     def _next_step(self, prefix: str) -> int:
         data = self.get().data
         latest = getattr(data, "_metric_objs", None)  # latest point per key, with its step
