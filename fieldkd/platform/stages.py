@@ -385,17 +385,25 @@ def evaluate_field(ctx: RunContext, trained: TrainedField, scene: Scene, run: Ru
     metrics = dict(scores.metrics)
     for name, group in (groups or {}).items():
         metrics.update(scores.over(group, f"{name}/{ecfg['split']}"))
-    for i, panel in enumerate(scores.images):
-        run.log_image(panel, f"renders/{ecfg['split']}_{i:03d}.png")
-    run.log_text("\n".join(f"{i}\t{p:.3f}" for i, p in zip(scores.views, scores.per_view_psnr)),
-                 f"renders/{ecfg['split']}_psnr_per_view.tsv")
+    step = trained.result.steps
+    for view, panel in zip(scores.views, scores.images):
+        run.log_image(panel, f"{ecfg['split']}/view_{view:03d}", step)
+    log_per_view(run, scores, ecfg["split"])
     if ecfg["mesh"]:
         metrics.update(evaluate_mesh(trained, scene, run, ecfg))
-    step = trained.result.steps
     run.log_metrics(metrics, step)
     if ctx.cfg["tracking"]["log_checkpoint"] and (trained.checkpoint_dir / "last.pt").exists():
         run.log_artifact(trained.checkpoint_dir / "last.pt", "checkpoints")
     return metrics
+
+
+def log_per_view(run: Run, scores, split: str) -> None:
+    """The scores of each view: an MLflow table (``renders/<split>_per_view.json``) and a TSV."""
+    columns = {"view": scores.views, **scores.per_view}
+    run.log_table(columns, f"renders/{split}_per_view.json")
+    rows = ["\t".join(columns)] + ["\t".join(str(values[i]) if name == "view" else f"{values[i]:.4f}"
+                                              for name, values in columns.items()) for i in range(len(scores.views))]
+    run.log_text("\n".join(rows) + "\n", f"renders/{split}_per_view.tsv")
 
 
 def evaluate_mesh(trained: TrainedField, scene: Scene, run: Run, ecfg: dict) -> dict[str, float]:

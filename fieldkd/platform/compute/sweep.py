@@ -373,6 +373,8 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
         report_final(record["final"], record["run_id"], setup.metric)  # finished before the sweep was cut off
         return
     cfg = compose_config(trial_overrides(setup.overrides, values))
+    # ASHA ranks trials by their count of reports: these come every trainer.eval_every steps only.
+    cfg["trainer"]["eval_every_seconds"] = 0
     if record is None:
         run = start_trial_run(cfg, setup, trial_id, values)
         record = {"trial_id": trial_id, "run_id": run.run_id, "config": values, "final": None}

@@ -148,8 +148,13 @@ class Run:
     def log_text(self, text: str, file_name: str) -> None:
         self._call(self.client.log_text, self.run_id, text, file_name)
 
-    def log_image(self, image: np.ndarray, file_name: str) -> None:
-        self._call(self.client.log_image, self.run_id, image, file_name)
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        """An image of a series (``key``) at ``step``: the UI's image grid, with a step slider."""
+        self._call(self.client.log_image, self.run_id, image, key=key, step=int(step))
+
+    def log_table(self, columns: dict[str, list], file_name: str) -> None:
+        """A table (column name -> values) as a JSON artifact that the UI shows as a table."""
+        self._call(self.client.log_table, self.run_id, columns, file_name)
 
     def log_figure(self, figure, file_name: str) -> None:
         self._call(self.client.log_figure, self.run_id, figure, file_name)

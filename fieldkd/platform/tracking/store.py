@@ -40,16 +40,12 @@ from urllib.parse import unquote
 from mlflow.tracking import MlflowClient
 
 from .retry import call_with_retry
+from .ui import experiment_tags
 
 log = logging.getLogger("fieldkd.tracking")
 
 LOCAL_DB = "mlflow.db"
 LOCAL_ARTIFACTS = "mlartifacts"
-# MLflow 3's UI opens an experiment of this kind in its "model training" view (runs table, charts), not the
-# GenAI one (traces). MLflow 3.5+ also has a UI-wide GenAI / Machine learning switch: ML_UI_QUERY selects it.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
-ML_UI_QUERY = "workflowType=machine_learning"
 SQLITE_PREFIX = "sqlite:///"
 
 _prepared: set[str] = set()
@@ -183,13 +179,12 @@ def client(uri: str | None = None) -> MlflowClient:
 
 
 def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
-    """Get or create an experiment, tagged as a model-training one (unless it has a kind already);
-    local stores keep artifacts next to the database."""
+    """Get or create an experiment, with the tags that make MLflow's UI show it as fieldkd's
+    (:mod:`.ui`); local stores keep artifacts next to the database."""
     found = call_with_retry(mlflow_client.get_experiment_by_name, name)
     if found is not None:
-        if EXPERIMENT_KIND_TAG not in found.tags:
-            call_with_retry(mlflow_client.set_experiment_tag, found.experiment_id, EXPERIMENT_KIND_TAG,
-                            EXPERIMENT_KIND)
+        for key, value in experiment_tags(found.tags).items():
+            call_with_retry(mlflow_client.set_experiment_tag, found.experiment_id, key, value)
         return found.experiment_id
     location = None
     db_path = sqlite_path(mlflow_client.tracking_uri)
@@ -197,7 +192,7 @@ def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
         location = (db_path.parent / LOCAL_ARTIFACTS).as_uri()
     try:
         return call_with_retry(mlflow_client.create_experiment, name, artifact_location=location,
-                               tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                               tags=experiment_tags({}))
     except Exception:
         # Another process created it first.
         found = call_with_retry(mlflow_client.get_experiment_by_name, name)
