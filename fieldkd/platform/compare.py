@@ -106,23 +106,24 @@ def curves_figure(rows: list[RunRow]):
     return figure
 
 
-def compare(run_ids: list[str], out: str | Path = ".", tracking_uri: str | None = None) -> dict:
-    """Write ``compare.md`` and ``compare.png`` under ``out``, print the table; the summary line's content."""
+def compare(run_ids: list[str], out: str | Path = ".", tracking_uri: str | None = None,
+            stem: str = "compare") -> dict:
+    """Write ``STEM.md`` and ``STEM.png`` under ``out``, print the table; the summary line's content."""
     if not run_ids:
         raise InputError("fieldkd runs compare", "usage: fieldkd runs compare RUN_ID... [out=DIR]")
     rows = collect(run_ids, tracking_uri)
     table = markdown_table(rows, differing_params(rows))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.md").write_text(table)
+    (out / f"{stem}.md").write_text(table)
     figure = curves_figure(rows)
-    figure.savefig(out / "compare.png", dpi=110)
+    figure.savefig(out / f"{stem}.png", dpi=110)
     import matplotlib.pyplot as plt
 
     plt.close(figure)
     print(table, file=sys.stderr)
-    return {"runs": [r.run_id for r in rows], "markdown": str(out / "compare.md"),
-            "figure": str(out / "compare.png")}
+    return {"runs": [r.run_id for r in rows], "markdown": str(out / f"{stem}.md"),
+            "figure": str(out / f"{stem}.png")}
 
 
 def runs_command(args: list[str]) -> dict:

@@ -18,9 +18,9 @@ from urllib.parse import urlencode
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-VIEW_KEY = "fieldkd"
-VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-VIEW_NAME = "fieldkd results"
+VIEW_PREFIX = "mlflow.sharedViewState."
+VIEW_KEY, VIEW_NAME = "fieldkd", "fieldkd results"
+TIME_VIEW_KEY, TIME_VIEW_NAME = "fieldkd-time", "fieldkd curves against time"
 METRIC_COLUMNS = ("test/psnr", "test/ssim", "test/lpips", "val/psnr", "train/steps", "train/seconds")
 TAG_COLUMNS = ("fieldkd.method", "fieldkd.field", "fieldkd.scene", "fieldkd.stage")
 
@@ -30,32 +30,36 @@ def column(kind: str, name: str) -> str:
     return f"{kind}.`{name}`"
 
 
-def saved_view(now_ms: int | None = None) -> str:
-    """The saved view's tag value: the columns above, newest runs first, runs with children expanded."""
+def saved_view(name: str, x_axis: str = "step", now_ms: int | None = None) -> str:
+    """A saved view's tag value: the columns above, newest runs first, charts against ``x_axis``
+    (``step`` or ``time-relative``, the seconds since each run started)."""
     state = {
         "selectedColumns": [column("metrics", m) for m in METRIC_COLUMNS] + [column("tags", t) for t in TAG_COLUMNS],
-        "orderByKey": column("attributes", "start_time"),
+        "orderByKey": "attributes.start_time",
         "orderByAsc": False,
+        "globalLineChartConfig": {"xAxisKey": x_axis, "lineSmoothness": 0, "selectedXAxisMetricKey": ""},
     }
     stamp = int(time.time() * 1000) if now_ms is None else now_ms
-    return json.dumps({"name": VIEW_NAME, "createdAt": stamp, "updatedAt": stamp, "state": json.dumps(state)})
+    return json.dumps({"name": name, "createdAt": stamp, "updatedAt": stamp, "state": json.dumps(state)})
 
 
 def experiment_tags(existing: dict[str, str]) -> dict[str, str]:
     """The tags to set on an experiment that has ``existing``: only those it lacks."""
-    wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: saved_view()}
+    wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_PREFIX + VIEW_KEY: saved_view(VIEW_NAME),
+              VIEW_PREFIX + TIME_VIEW_KEY: saved_view(TIME_VIEW_NAME, "time-relative")}
     return {k: v for k, v in wanted.items() if k not in existing}
 
 
-def ui_query(**extra: str) -> str:
-    return urlencode({"workflowType": "machine_learning", "viewStateShareKey": VIEW_KEY, **extra})
+def experiment_url(base: str, experiment_id: str, charts_by_time: bool = False) -> str:
+    """The experiment's runs table in the model-training UI, with fieldkd's columns; or its
+    charts of every run against the time since each run started."""
+    query = {"workflowType": "machine_learning", "viewStateShareKey": VIEW_KEY}
+    if charts_by_time:
+        query.update(viewStateShareKey=TIME_VIEW_KEY, compareRunsMode="CHART")
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query)}"
 
 
-def experiment_url(base: str, experiment_id: str) -> str:
-    """The experiment's runs table in the model-training UI, with fieldkd's columns."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{ui_query()}"
-
-
-def run_url(base: str, experiment_id: str, run_id: str) -> str:
-    """A run's page in the model-training UI."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+def run_url(base: str, experiment_id: str, run_id: str, tab: str = "") -> str:
+    """A run's page in the model-training UI; ``tab``: ``model-metrics`` (charts, images), ``artifacts``, ..."""
+    page = f"/{tab}" if tab else ""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}{page}?workflowType=machine_learning"
