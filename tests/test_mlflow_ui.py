@@ -12,8 +12,8 @@ test is skipped, saying so.
 from __future__ import annotations
 
 import json
+import re
 import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -131,7 +131,9 @@ def test_a_run_page_shows_its_charts_and_image_grid(recorded, browser, tmp_path)
     client = MlflowClient(server.url)
     base = client.get_run(runs["baseline"])
     url = run_url(server.url, base.info.experiment_id, base.info.run_id, "model-metrics")
-    shown(browser, url, base.info.run_name, "val/psnr", "test/psnr")
+    # Charts come in sections by prefix ("test": psnr, ssim and the image grid "test/view_000")
+    text = shown(browser, url, base.info.run_name, "(test/psnr)", "test/view_000")
+    assert re.search(r"\nval\n\(\d+\)\n", text) and re.search(r"\ntrain\n\(\d+\)\n", text)
     charts = browser.evaluate("document.querySelectorAll('.js-plotly-plot, svg.main-svg').length")
     images = loaded_images(browser)
     browser.screenshot(tmp_path / "baseline_charts.png")
@@ -145,7 +147,7 @@ def test_a_pvd_student_has_its_renders_and_the_parent_its_summary_at_the_last_st
     pvd = client.get_run(runs["pvd"])
     student = child(client, pvd, "student")
     url = run_url(server.url, pvd.info.experiment_id, student.info.run_id, "model-metrics")
-    shown(browser, url, student.info.run_name, "test/psnr")
+    shown(browser, url, student.info.run_name, "(test/psnr)", "test/view_000")
     images = loaded_images(browser)
     browser.screenshot(tmp_path / "pvd_student_charts.png")
     assert any("test~view_000" in src for src in images), images
@@ -158,8 +160,9 @@ def test_curves_against_time_since_each_run_started(recorded, browser, tmp_path)
     server, runs, _ = recorded
     client = MlflowClient(server.url)
     base = client.get_run(runs["baseline"])
-    shown(browser, experiment_url(server.url, base.info.experiment_id, charts_by_time=True), "val/psnr")
+    browser.open(experiment_url(server.url, base.info.experiment_id, charts_by_time=True))
+    found = browser.wait_for("document.body.textContent.includes('Relative Time')", 120)
     time.sleep(3)
     browser.screenshot(tmp_path / "charts_by_time.png")
-    assert browser.wait_for("document.body.textContent.includes('Relative Time')", 30)
+    assert found, browser.text()[:3000]
     assert len(client.get_metric_history(base.info.run_id, "val/psnr")) >= 2  # every 10 steps, or 5 s
