@@ -70,32 +70,40 @@ def recorded(tiny_blender, tmp_path_factory):
 
 @pytest.fixture
 def browser(tmp_path):
-    found = Browser(CHROMIUM, tmp_path / "profile", width=1800, height=1100)
+    found = Browser(CHROMIUM, tmp_path / "profile", width=1800, height=2400)
     yield found
     found.close()
 
 
-def contains(text: str) -> str:
-    return f"document.body && document.body.innerText.includes({json.dumps(text)})"
+# Charts and images render only once they are scrolled into view: each poll scrolls every scrollable
+# element a little further and keeps what the page has shown so far (its text, its loaded images).
+SEEN = """(() => {
+  document.querySelectorAll('*').forEach(e => { if (e.scrollHeight > e.clientHeight + 5) e.scrollTop += 500; });
+  window.__text = (window.__text || '') + '\\n' + document.body.innerText + '\\n' + document.body.textContent;
+  window.__images = window.__images || [];
+  for (const i of document.images) {
+    if (i.complete && i.naturalWidth > 0 && i.src.includes('get-artifact') && !window.__images.includes(i.src))
+      window.__images.push(i.src);
+  }
+  return true;
+})()"""
 
 
 def shown(browser: Browser, url: str, *texts: str, timeout_s: float = 120.0) -> str:
-    """Open ``url`` and wait until the page shows every one of ``texts``; the page's text."""
+    """Open ``url`` and wait until the page has shown every one of ``texts``; all the text it showed."""
     browser.open(url)
-    found = browser.wait_for(" && ".join(contains(t) for t in texts), timeout_s)
-    text = browser.text()
-    assert found, f"{url} never showed {texts}; it shows:\n{text[:3000]}"
-    time.sleep(2)  # let charts and images finish drawing before the screenshot
-    return browser.text()
+    browser.wait_for("document.readyState === 'complete'", 30)
+    browser.evaluate("window.__text = ''; window.__images = []")
+    wanted = " && ".join(f"window.__text.includes({json.dumps(t)})" for t in texts)
+    found = browser.wait_for(f"{SEEN} && ({wanted})", timeout_s)
+    seen = browser.evaluate("window.__text") or ""
+    assert found, f"{url} never showed {texts}; it shows:\n{browser.text()[:3000]}"
+    return seen
 
 
 def loaded_images(browser: Browser) -> list[str]:
-    """The sources of the page's images that loaded (scrolling the page down so lazy ones load)."""
-    browser.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollHeight > e.clientHeight) "
-                     "e.scrollTop = e.scrollHeight; })")
-    return browser.wait_for("(() => { const s = [...document.images].filter(i => i.complete && "
-                            "i.naturalWidth > 0 && i.src.includes('get-artifact')).map(i => i.src); "
-                            "return s.length ? s : null; })()", 60) or []
+    """The artifact images the page has loaded so far (scrolling on until one is there)."""
+    return browser.wait_for(f"{SEEN} && window.__images.length ? window.__images : null", 60) or []
 
 
 def child(client: MlflowClient, parent, stage: str):
@@ -160,9 +168,8 @@ def test_curves_against_time_since_each_run_started(recorded, browser, tmp_path)
     server, runs, _ = recorded
     client = MlflowClient(server.url)
     base = client.get_run(runs["baseline"])
-    browser.open(experiment_url(server.url, base.info.experiment_id, charts_by_time=True))
-    found = browser.wait_for("document.body.textContent.includes('Relative Time')", 120)
-    time.sleep(3)
+    text = shown(browser, experiment_url(server.url, base.info.experiment_id, charts_by_time=True),
+                 "Relative Time", "val/psnr")
     browser.screenshot(tmp_path / "charts_by_time.png")
-    assert found, browser.text()[:3000]
+    assert "Relative Time" in text
     assert len(client.get_metric_history(base.info.run_id, "val/psnr")) >= 2  # every 10 steps, or 5 s
