@@ -62,7 +62,7 @@ def test_run_baseline_and_find_it_in_mlflow(tiny_blender, tmp_path):
     assert "checkpoints/last.pt" in artifacts
     assert "mesh/mesh.ply" in artifacts
     # Renders are an image series at the final step (the UI's image grid), at a size a person can see.
-    images = [a for a in artifacts if a.startswith("images/test#view_000%step%150%") and a.endswith(".png")]
+    images = [a for a in artifacts if a.startswith("images/test~view_000+step+150+") and a.endswith(".png")]
     assert images, artifacts
     panel = np.asarray(Image.open(client.download_artifacts(run.info.run_id, images[0], str(tmp_path))))
     assert panel.shape[0] > 256 and panel.shape[1] >= 3 * 256  # 24 px views, enlarged; 3 panels and more
