@@ -50,10 +50,10 @@ def recorded(tiny_blender, tmp_path_factory):
     server.start()
     before = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = server.url  # before Ray starts: its workers write there too
-    ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
-             namespace="fieldkd-tests")
     try:
+        ray.shutdown()
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
+                 namespace="fieldkd-tests")
         out = root / "out"
         base_id, _ = execute(compose_config(tiny(tiny_blender, out)), baseline.run)
         pvd_id, _ = execute(compose_config(tiny(tiny_blender, out, "method=pvd", "teacher.field=hash",
