@@ -49,8 +49,9 @@ def scene_args(work: Work, scene: str) -> list[str]:
 def per_view_psnr(work: Work, run_id: str) -> list[float]:
     from mlflow.tracking import MlflowClient
 
-    path = MlflowClient(work.uri).download_artifacts(run_id, "renders/test_psnr_per_view.tsv", str(work.path))
-    values = [float(line.split("\t")[1]) for line in Path(path).read_text().splitlines() if line.strip()]
+    path = MlflowClient(work.uri).download_artifacts(run_id, "renders/test_per_view.tsv", str(work.path))
+    header, *rows = [line.split("\t") for line in Path(path).read_text().splitlines() if line.strip()]
+    values = [float(row[header.index("psnr")]) for row in rows]
     os.remove(path)
     return values
 

@@ -369,6 +369,10 @@ def main() -> None:
               "distill_eval_every": k2, "equal_seconds": args.equal_seconds, "pvd_overrides": " ".join(extra)}
     run_id = log_benchmark_run(work, NAME, params, tags, metrics, write)
     print(f"benchmark run {run_id} in {work.uri}")
+    # Every run side by side, stages included, and their val PSNR against steps and time (fieldkd runs compare).
+    from fieldkd.platform.compare import compare
+
+    compare([entry["run_id"] for entry in got.values() if entry], RESULTS, work.uri, stem=f"{NAME}_runs")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 
 def fieldkd(args, cwd, uri):
@@ -58,7 +61,22 @@ def test_run_baseline_and_find_it_in_mlflow(tiny_blender, tmp_path):
     assert "config.yaml" in artifacts
     assert "checkpoints/last.pt" in artifacts
     assert "mesh/mesh.ply" in artifacts
-    assert any(a.startswith("renders/") and a.endswith(".png") for a in artifacts)
+    # Renders are an image series at the final step (the UI's image grid), at a size a person can see.
+    images = [a for a in artifacts if a.startswith("images/test~view_000+step+150+") and a.endswith(".png")]
+    assert images, artifacts
+    panel = np.asarray(Image.open(client.download_artifacts(run.info.run_id, images[0], str(tmp_path))))
+    assert panel.shape[0] > 256 and panel.shape[1] >= 3 * 256  # 24 px views, enlarged; 3 panels and more
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "renders/test_per_view.json",
+                                                      str(tmp_path))).read_text())
+    assert table["columns"][:2] == ["view", "psnr"] and len(table["data"]) == 2
+    assert abs(sum(row[1] for row in table["data"]) / 2 - summary["metrics"]["test/psnr"]) < 1e-6
+
+    # What the UI shows: a model-training experiment, a telling run name, only the config the run uses.
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert run.info.run_name.startswith(f"baseline hash {tiny_blender.name} 20")
+    assert not any(k.startswith(("distill.", "tune.")) for k in run.data.params)
+    assert "supervision.rgb" in run.data.params and "render.samples_per_ray" in run.data.params
 
 
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path):

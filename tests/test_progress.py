@@ -115,9 +115,9 @@ def test_where_to_look_names_the_run_the_command_and_the_url():
     assert lines[0] == "fieldkd: run abc123 is in MLflow, experiment 'fieldkd' (id 3)"
     assert lines[1].split() == ["mlflow", "ui", "--backend-store-uri", "sqlite:////data/mlflow.db", "--host",
                                 "127.0.0.1", "--port", "5000"]
-    assert lines[2].endswith("http://127.0.0.1:5000/#/experiments/3/runs/abc123")
+    assert lines[2].endswith("http://127.0.0.1:5000/#/experiments/3/runs/abc123?workflowType=machine_learning")
     served = where_to_look("http://10.0.0.5:5000/", "fieldkd", "3", "abc123")
-    assert served[-1].endswith("http://10.0.0.5:5000/#/experiments/3/runs/abc123")
+    assert served[-1].endswith("http://10.0.0.5:5000/#/experiments/3/runs/abc123?workflowType=machine_learning")
     assert not any("mlflow ui" in line for line in served)
 
 
@@ -150,7 +150,7 @@ def test_not_in_a_terminal_a_few_plain_lines_then_where_the_results_are(tiny_ble
     told = "\n".join(lines[-3:])
     assert f"run {run_id} is in MLflow" in told
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'} --host 127.0.0.1" in told
-    assert re.search(rf"http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{run_id}$", told)
+    assert re.search(rf"http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{run_id}\?workflowType=machine_learning$", told)
 
 
 def read_pty(master: int, proc: subprocess.Popen, timeout: float) -> bytes:

@@ -21,6 +21,13 @@ from fieldkd.platform.stages import RunContext, named_field, prefixed, run_stage
 DEFAULT_TEACHER = "hash"
 
 
+def field_label(cfg: dict) -> str:
+    """``hash→mlp`` in the run's name (``run`` when the teacher comes from another run)."""
+    teacher = cfg["teacher"]
+    source = teacher["field"] or ("run" if teacher["run_id"] else DEFAULT_TEACHER)
+    return f"{source}→{cfg['student']['field']}"
+
+
 def teacher_stage(ctx: RunContext) -> tuple[dict, TeacherRef | None]:
     """The teacher stage's config, and the trained teacher to load (None: train one)."""
     cfg, teacher = ctx.cfg, ctx.cfg["teacher"]

@@ -4,6 +4,7 @@
     fieldkd sweep tune_space=NAME [overrides]      Ray Tune over config keys (resume=SWEEP_RUN_ID continues one)
     fieldkd scenes make NAME out=DIR [format=...]  write a generated scene in a real dataset format
     fieldkd scenes list                            the scenes the generator knows
+    fieldkd runs compare RUN_ID... [out=DIR]       runs and their children side by side (compare.md, .png)
 
 stdout carries only the summary line: everything else (progress bars, library
 chatter) goes to stderr, so ``fieldkd run ... | tail -1`` is always the JSON.
@@ -110,6 +111,12 @@ def scenes_command(args: list[str]) -> dict:
     return {"scene": name, "format": fmt, "path": str(path)}
 
 
+def runs_command(args: list[str]) -> dict:
+    from .compare import runs_command as compare_runs
+
+    return compare_runs(args)
+
+
 def _key_value(arg: str) -> tuple[str, str]:
     if "=" not in arg:
         raise InputError(arg, "expected key=value")
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-COMMANDS = {"run": run_command, "sweep": sweep_command, "scenes": scenes_command}
+COMMANDS = {"run": run_command, "sweep": sweep_command, "scenes": scenes_command, "runs": runs_command}
 
 
 def input_error_in(exc: BaseException | None) -> InputError | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Callable
 
@@ -12,6 +13,7 @@ from .atomic import clean_stale
 from .compute import interrupts
 from .compute.session import init_ray
 from .errors import InputError
+from .run_info import run_name, used_config
 from .stages import RunContext, scene_label
 from .tracking import Run, flatten
 from .train.board import watching
@@ -50,17 +52,17 @@ def check_scene_path(scene_cfg: dict) -> None:
 def _execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None) -> tuple[str, dict]:
     # The driver only orchestrates: a CPU head may run a pipeline whose stages train on GPU workers.
     device = torch.device("cpu")
-    name = cfg["run_name"] or cfg["method"]["name"]
     if cfg.get("resume"):
         run = Run.resume(cfg["resume"])
     else:
-        run = Run.start(cfg["tracking"]["experiment"], name, tags={
+        run = Run.start(cfg["tracking"]["experiment"], run_name(cfg, field_label(method, cfg)), tags={
             "fieldkd.method": cfg["method"]["name"],
             "fieldkd.field": cfg["field"]["name"],
             "fieldkd.scene": scene_label(cfg["scene"]),
         }, parent=parent)
-        run.log_params(flatten(cfg))
-        run.log_text(yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
+        used = used_config(cfg)
+        run.log_params(flatten(used))
+        run.log_text(yaml.safe_dump(used, sort_keys=False), "config.yaml")
     if cfg["tracking"]["system_metrics_s"]:
         run.start_system_metrics(float(cfg["tracking"]["system_metrics_s"]))
     output_dir = Path(cfg["output_dir"]).resolve() / run.run_id
@@ -76,9 +78,10 @@ def _execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None
         if isinstance(exc, interrupts.Interrupted):
             exc.run_id = run.run_id  # the CLI says how to resume it
         raise
-    # Multi-stage methods report their stages' metrics on the top-level run too.
+    # Multi-stage methods report their stages' metrics on the top-level run too, at its last
+    # step, so that they share the x-axis of the training curves in the UI.
     logged = run.get().data.metrics
-    run.log_metrics({k: v for k, v in metrics.items() if k not in logged}, step=0)
+    run.log_metrics({k: v for k, v in metrics.items() if k not in logged}, step=run.last_step())
     run.finish()
     return run.run_id, metrics
 
@@ -88,3 +91,9 @@ def close_children(run: Run, status: str) -> None:
     for child in run.children():
         if child.info.status == "RUNNING":
             child.finish(status)
+
+
+def field_label(method: Callable, cfg: dict) -> str | None:
+    """How the method names the field(s) it trains in a run name (``hash→mlp``), if it says."""
+    label = getattr(inspect.getmodule(method), "field_label", None)
+    return label(cfg) if callable(label) else None

@@ -30,6 +30,7 @@ from .evaluate.mesh import extract_mesh, load_mesh, mesh_metrics
 from .evaluate.views import evaluate_views
 from .fields import build_field, pick_hash_backend
 from .render.renderer import RenderConfig, Renderer
+from .run_info import used_config
 from .scenes import default_scene_dir, load_scene
 from .scenes.limits import ReadLimits
 from .scenes.scene import Scene, SceneSplit
@@ -71,8 +72,9 @@ class RunContext:
             if run.get().data.tags.get("fieldkd.stage") == stage:
                 return Run.resume(run.run_id, run.tracking_uri)  # RUNNING again until its stage ends
         run = self.run.child(stage, tags=self.tags(stage=stage, field=cfg["field"]["name"]))
-        run.log_params(flatten(cfg))
-        run.log_text(yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
+        used = used_config(cfg)
+        run.log_params(flatten(used))
+        run.log_text(yaml.safe_dump(used, sort_keys=False), "config.yaml")
         return run
 
 
@@ -425,13 +427,12 @@ def evaluate_field(ctx: RunContext, trained: TrainedField, scene: Scene, run: Ru
     metrics = dict(scores.metrics)
     for name, group in (groups or {}).items():
         metrics.update(scores.over(group, f"{name}/{ecfg['split']}"))
-    for i, panel in enumerate(scores.images):
-        run.log_image(panel, f"renders/{ecfg['split']}_{i:03d}.png")
-    run.log_text("\n".join(f"{i}\t{p:.3f}" for i, p in zip(scores.views, scores.per_view_psnr)),
-                 f"renders/{ecfg['split']}_psnr_per_view.tsv")
+    step = trained.result.steps
+    for view, panel in zip(scores.views, scores.images):
+        run.log_image(panel, f"{ecfg['split']}/view_{view:03d}", step)
+    log_per_view(run, scores, ecfg["split"])
     if ecfg["mesh"]:
         metrics.update(evaluate_mesh(trained, scene, run, ecfg))
-    step = trained.result.steps
     run.log_metrics(metrics, step)
     final = trained.checkpoint_dir / "last.pt"
     if final.exists():
@@ -458,6 +459,15 @@ def keeps_checkpoint_artifact(setting, checkpoint: Path) -> bool:
     path = Path(checkpoint).resolve()
     volatile = {Path(p).resolve() for p in (*VOLATILE, tempfile.gettempdir())}
     return any(path.is_relative_to(folder) for folder in volatile)
+
+
+def log_per_view(run: Run, scores, split: str) -> None:
+    """The scores of each view: an MLflow table (``renders/<split>_per_view.json``) and a TSV."""
+    columns = {"view": scores.views, **scores.per_view}
+    run.log_table(columns, f"renders/{split}_per_view.json")
+    rows = ["\t".join(columns)] + ["\t".join(str(values[i]) if name == "view" else f"{values[i]:.4f}"
+                                              for name, values in columns.items()) for i in range(len(scores.views))]
+    run.log_text("\n".join(rows) + "\n", f"renders/{split}_per_view.tsv")
 
 
 def evaluate_mesh(trained: TrainedField, scene: Scene, run: Run, ecfg: dict) -> dict[str, float]:

@@ -40,6 +40,7 @@ from ray import tune
 from ..errors import InputError, PartialFailure
 from ..atomic import clean_stale, write_text
 from ..owned import require_own_folder
+from ..run_info import run_name, trial_name, used_config
 from ..stages import scene_label
 from ..summary import finite, is_finite
 from ..tracking import Run, flatten
@@ -204,8 +205,8 @@ def check_sweep(cfg: dict, space: TuneSpace, settings: dict, overrides: list[str
 
 
 def start_sweep_run(cfg: dict, space: TuneSpace, settings: dict, spec: SweepSpec) -> Run:
-    logged = {**cfg, "tune": settings}
-    parent = Run.start(cfg["tracking"]["experiment"], cfg["run_name"] or f"sweep-{Path(space.name).stem}", tags={
+    logged = used_config({**cfg, "tune": settings}, also=("tune",))
+    parent = Run.start(cfg["tracking"]["experiment"], sweep_name(cfg, space), tags={
         "fieldkd.method": cfg["method"]["name"],
         "fieldkd.field": cfg["field"]["name"],
         "fieldkd.scene": scene_label(cfg["scene"]),
@@ -218,6 +219,10 @@ def start_sweep_run(cfg: dict, space: TuneSpace, settings: dict, spec: SweepSpec
     parent.log_text(yaml.safe_dump(space.raw, sort_keys=False), "tune_space.yaml")
     parent.log_text(json.dumps(asdict(spec), indent=1), SPEC_ARTIFACT)
     return parent
+
+
+def sweep_name(cfg: dict, space: TuneSpace) -> str:
+    return cfg["run_name"] or f"sweep {Path(space.name).stem} {run_name(cfg)}"
 
 
 def recorded_sweep(run_id: str, space_name: str | None, overrides: list[str]) -> tuple[Run, SweepSpec]:
@@ -382,6 +387,8 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
         report_final(record["final"], record["run_id"], setup.metric)  # finished before the sweep was cut off
         return
     cfg = compose_config(trial_overrides(setup.overrides, values))
+    # ASHA ranks trials by their count of reports: these come every trainer.eval_every steps only.
+    cfg["trainer"]["eval_every_seconds"] = 0
     if record is None:
         run = start_trial_run(cfg, setup, trial_id, values)
         record = {"trial_id": trial_id, "run_id": run.run_id, "config": values, "final": None}
@@ -420,7 +427,7 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
 
 
 def start_trial_run(cfg: dict, setup: TrialSetup, trial_id: str, values: dict) -> Run:
-    run = Run.start(cfg["tracking"]["experiment"], f"trial-{trial_id}", tags={
+    run = Run.start(cfg["tracking"]["experiment"], trial_name(trial_id, values), tags={
         "fieldkd.method": cfg["method"]["name"],
         "fieldkd.field": cfg["field"]["name"],
         "fieldkd.scene": scene_label(cfg["scene"]),
@@ -429,8 +436,9 @@ def start_trial_run(cfg: dict, setup: TrialSetup, trial_id: str, values: dict) -
         "fieldkd.tune_space": setup.tune_space,
         "fieldkd.trial.values": describe(values),
     }, parent=setup.sweep_run_id)
-    run.log_params(flatten(cfg))
-    run.log_text(yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
+    used = used_config(cfg)
+    run.log_params(flatten(used))
+    run.log_text(yaml.safe_dump(used, sort_keys=False), "config.yaml")
     return run
 
 

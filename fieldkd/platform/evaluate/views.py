@@ -8,14 +8,14 @@ import numpy as np
 
 from .depth import align_scale_shift, depth_metrics
 from .image import psnr, ssim
-from .report import side_by_side
+from .panels import view_panels
 
 
 @dataclass
 class ViewScores:
     metrics: dict[str, float]  # test/psnr, test/ssim, [test/lpips], [depth/abs_rel]
     per_view_psnr: list[float]
-    images: list[np.ndarray] = field(default_factory=list)  # prediction | ground truth panels
+    images: list[np.ndarray] = field(default_factory=list)  # labelled panels of the first views (panels.py)
     views: list[int] = field(default_factory=list)  # the split's view index of each score
     per_view: dict[str, list[float]] = field(default_factory=dict)  # psnr, ssim[, lpips] per view
 
@@ -55,7 +55,7 @@ def evaluate_views(renderer, model, split, views=None, device=None, lpips=None,
                 pred_depth = align_scale_shift(pred_depth, gt_depth)
             depth_errors.append(depth_metrics(pred_depth, gt_depth)["abs_rel"])
         if len(panels) < keep_images:
-            panels.append(side_by_side(pred, gt, out["depth"].numpy(), gt_depth))
+            panels.append(view_panels(pred, gt, out["depth"].numpy(), gt_depth, psnr_db=psnrs[-1]))
     metrics = {f"{prefix}/psnr": float(np.mean(psnrs)), f"{prefix}/ssim": float(np.mean(ssims))}
     if lpipses:
         metrics[f"{prefix}/lpips"] = float(np.mean(lpipses))

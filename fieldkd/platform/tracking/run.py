@@ -197,8 +197,13 @@ class Run:
             return Path(url2pathname(parsed.path))
         return Path(self.info.artifact_uri) if parsed.scheme == "" else None
 
-    def log_image(self, image: np.ndarray, file_name: str) -> None:
-        self._call(self.client.log_image, self.run_id, image, file_name)
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        """An image of a series (``key``) at ``step``: the UI's image grid, with a step slider."""
+        self._call(self.client.log_image, self.run_id, image, key=key, step=int(step))
+
+    def log_table(self, columns: dict[str, list], file_name: str) -> None:
+        """A table (column name -> values) as a JSON artifact that the UI shows as a table."""
+        self._call(self.client.log_table, self.run_id, columns, file_name)
 
     def log_figure(self, figure, file_name: str) -> None:
         local = self._local_artifacts()
@@ -239,6 +244,25 @@ class Run:
         if self._system is not None:
             self._system.stop()
             self._system = None
+
+    def last_step(self) -> int:
+        """The largest step of the run's training metrics (system metrics aside), else of
+        its children's (a pipeline's parent logs none of its own); 0 when there is none."""
+        own = [s for s in self._latest_steps().items() if not s[0].startswith(SYSTEM_PREFIX)]
+        if own:
+            return max(step for _, step in own)
+        steps = [step for child in self.children() for key, step in child._latest_steps().items()
+                 if not key.startswith(SYSTEM_PREFIX)]
+        return max(steps, default=0)
+
+    def _latest_steps(self) -> dict[str, int]:
+        """Each metric's step at its latest point."""
+        data = self.get().data
+        latest = getattr(data, "_metric_objs", None)
+        if latest is None:
+            return {k: max(m.step for m in self._call(self.client.get_metric_history, self.run_id, k))
+                    for k in data.metrics}
+        return {m.key: m.step for m in latest}
 
     def _next_step(self, prefix: str) -> int:
         steps = [m.step for m in self._latest_points(prefix)]

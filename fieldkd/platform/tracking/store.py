@@ -40,6 +40,7 @@ from urllib.parse import unquote
 from mlflow.tracking import MlflowClient
 
 from .retry import call_with_retry
+from .ui import experiment_tags
 
 log = logging.getLogger("fieldkd.tracking")
 
@@ -178,16 +179,20 @@ def client(uri: str | None = None) -> MlflowClient:
 
 
 def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
-    """Get or create an experiment; local stores keep artifacts next to the database."""
+    """Get or create an experiment, with the tags that make MLflow's UI show it as fieldkd's
+    (:mod:`.ui`); local stores keep artifacts next to the database."""
     found = call_with_retry(mlflow_client.get_experiment_by_name, name)
     if found is not None:
+        for key, value in experiment_tags(found.tags).items():
+            call_with_retry(mlflow_client.set_experiment_tag, found.experiment_id, key, value)
         return found.experiment_id
     location = None
     db_path = sqlite_path(mlflow_client.tracking_uri)
     if db_path is not None:
         location = (db_path.parent / LOCAL_ARTIFACTS).as_uri()
     try:
-        return call_with_retry(mlflow_client.create_experiment, name, artifact_location=location)
+        return call_with_retry(mlflow_client.create_experiment, name, artifact_location=location,
+                               tags=experiment_tags({}))
     except Exception:
         # Another process created it first.
         found = call_with_retry(mlflow_client.get_experiment_by_name, name)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
+from .ui import run_url
+
 UI_HOST = "127.0.0.1"
 UI_PORT = 5000
-
-
-def run_url(base: str, experiment_id: str, run_id: str) -> str:
-    """The run's page in an MLflow UI served at ``base``."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def where_to_look(tracking_uri: str, experiment: str, experiment_id: str, run_id: str) -> list[str]:

@@ -58,6 +58,7 @@ class TrainerConfig:
     amp: bool = True
     log_every: int = 25
     eval_every: int = 0  # 0: evaluate only at the end
+    eval_every_seconds: float = 0.0  # with eval_every: also when this much time passed since the last one
     checkpoint_every: int = 500
     progress: bool = True
     seed: int = 0
@@ -148,6 +149,7 @@ class Trainer:
         elapsed = lambda: self.clock(elapsed_before + time.perf_counter() - started)  # noqa: E731
         window_samples, window_start = 0, time.perf_counter()
         last_eval: dict = {}
+        last_eval_at, eval_cost = elapsed(), 0.0
         stopped_by = "steps"
         reporter = Progress(self.description, cfg.steps, cfg.max_seconds, enabled=cfg.progress and self.show_progress)
         local_elapsed = lambda: elapsed_before + time.perf_counter() - started  # noqa: E731 (no collective)
@@ -207,10 +209,13 @@ class Trainer:
                 self.log(metrics, step)
                 reporter.update(step, local_elapsed(), metrics)
                 window_samples, window_start = 0, time.perf_counter()
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+            if step < cfg.steps and _due(step, lambda: elapsed() - last_eval_at, eval_cost, cfg):
+                eval_started = elapsed()
                 with reporter.during("validating"):
                     last_eval = task.evaluate(step)
-                self.log({**last_eval, "train/seconds": elapsed()}, step)
+                last_eval_at = elapsed()
+                eval_cost = last_eval_at - eval_started
+                self.log({**last_eval, "train/seconds": last_eval_at}, step)
             if self.checkpoints and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 self._save(task, optimizer, step, elapsed())
         seconds = elapsed()
@@ -224,6 +229,17 @@ class Trainer:
     def _save(self, task: Task, optimizer, step: int, elapsed: float) -> None:
         self.checkpoints.save({"task": task.state_dict(), "optimizer": optimizer.state_dict(),
                                "step": step, "elapsed": elapsed, "rng": _rng_state()}, step)
+
+
+def _due(step: int, since_eval_s: Callable[[], float], eval_cost_s: float, cfg: TrainerConfig) -> bool:
+    """Evaluate every ``eval_every`` steps (0: never during training) and, so that a run cut short
+    by its time budget has a curve against time too, whenever ``eval_every_seconds`` have passed,
+    but at most a fifth of the time (a slow evaluation spaces out the next ones)."""
+    if not cfg.eval_every:
+        return False
+    if step % cfg.eval_every == 0:
+        return True
+    return bool(cfg.eval_every_seconds) and since_eval_s() >= max(cfg.eval_every_seconds, 4 * eval_cost_s)
 
 
 def _rng_state() -> dict:
