@@ -18,6 +18,7 @@ import sys
 import time
 from importlib.metadata import entry_points
 
+from .config import compose_config  # noqa: F401  (the CLI's config, also for callers of cli)
 from .errors import InputError, PartialFailure
 from .summary import finite
 
@@ -25,18 +26,6 @@ EXIT_BAD_INPUT = 2
 EXIT_PARTIAL = 3  # a result, with part of the work failed (a sweep's errored trials)
 EXIT_INTERRUPTED = 130
 METHOD_GROUP = "fieldkd.methods"
-
-
-def compose_config(overrides: list[str]) -> dict:
-    """Resolve the Hydra config with command-line overrides into a plain dict."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="fieldkd.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
 def load_method(name: str):
@@ -47,11 +36,11 @@ def load_method(name: str):
 
 
 def run_command(overrides: list[str]) -> dict:
+    started = time.perf_counter()
+    cfg = compose_config(overrides)  # checked before anything heavy is imported or started
+    method = load_method(cfg["method"]["name"])
     from .runner import execute
 
-    started = time.perf_counter()
-    cfg = compose_config(overrides)
-    method = load_method(cfg["method"]["name"])
     run_id, metrics = execute(cfg, method.run)
     return {"run_id": run_id, "method": cfg["method"]["name"], "metrics": finite(metrics),
             "seconds": round(time.perf_counter() - started, 3)}
