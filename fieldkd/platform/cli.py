@@ -69,9 +69,23 @@ def scenes_command(args: list[str]) -> dict:
         raise InputError("fieldkd scenes make", "missing out=DIR")
     out = options.pop("out")
     fmt = options.pop("format", "blender")
-    ints = {k: int(v) for k, v in options.items()}
+    ints = {k: _size(k, v) for k, v in options.items()}
     path = write_scene(name, out, fmt, **ints)
     return {"scene": name, "format": fmt, "path": str(path)}
+
+
+MAX_SCENE_SIZE = 8192  # pixels per side, and views per split: far beyond what the generator is for
+
+
+def _size(key: str, text: str) -> int:
+    """A positive integer option of ``scenes make`` (width, height, n_train, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(key, f"must be an integer, got {text!r}") from None
+    if not 1 <= value <= MAX_SCENE_SIZE:
+        raise InputError(key, f"must be between 1 and {MAX_SCENE_SIZE}, got {value}")
+    return value
 
 
 def _key_value(arg: str) -> tuple[str, str]:
@@ -82,11 +96,20 @@ def _key_value(arg: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fieldkd", description="Knowledge distillation of neural fields on Ray.")
+    from . import help as usage
+
+    given = sys.argv[1:] if argv is None else argv
+    # The lists of methods, fields and scenes load their registries: only when help is asked for.
+    epilog = f"{usage.choices()}\n\n{usage.EXAMPLES}" if given[:1] in (["-h"], ["--help"]) else None
+    parser = argparse.ArgumentParser(prog="fieldkd", description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
     parser.add_argument("command", choices=list(COMMANDS))
     parser.add_argument("args", nargs=argparse.REMAINDER,
                         help="hydra overrides (run, sweep: also tune_space=NAME, resume=ID) or scene arguments")
     ns = parser.parse_args(argv)
+    if ns.command in ("run", "sweep") and {"-h", "--help"} & set(ns.args):
+        print(usage.run_help(ns.command))
+        return 0
 
     stdout = sys.stdout
     try:
