@@ -177,7 +177,7 @@ def check_sweep(cfg: dict, space: TuneSpace, settings: dict, overrides: list[str
     """Fail in a second, before Ray starts: swept keys that the config lacks, a missing scene,
     a metric that will never be reported."""
     from ..cli import compose_config
-    from ..runner import check_scene_path
+    from ..runner import check_scene
 
     try:
         compose_config(trial_overrides(overrides, example_values(space)))
@@ -187,7 +187,7 @@ def check_sweep(cfg: dict, space: TuneSpace, settings: dict, overrides: list[str
         if _is_config_error(exc):
             raise InputError(space.path, f"the space does not fit the config: {_one_line(exc)}") from exc
         raise
-    check_scene_path(cfg["scene"])
+    check_scene(cfg["scene"])
     eval_every = cfg["trainer"]["eval_every"]
     if settings["metric"].startswith("val/") and not 0 < eval_every < cfg["trainer"]["steps"]:
         raise InputError("tune.metric", f"{settings['metric']} is reported by periodic evaluation, every "
