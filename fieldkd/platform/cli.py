@@ -54,37 +54,50 @@ def sweep_command(args: list[str]) -> dict:
 
 
 def scenes_command(args: list[str]) -> dict:
-    from .scenes import write_scene
-    from .scenes.indoor import ROOMS
-    from .scenes.specs import SCENES
+    if args and args[0] == "make" and len(args) >= 2:
+        # Arguments are checked before the scene modules (and torch) load.
+        name, options = args[1], dict(_key_value(a) for a in args[2:])
+        if "out" not in options:
+            raise InputError("fieldkd scenes make", "missing out=DIR")
+        out = options.pop("out")
+        fmt = options.pop("format", "blender")
+        ints = {k: _size(k, v) for k, v in options.items()}
+        from .scenes import write_scene
 
+        path = write_scene(name, out, fmt, **ints)
+        return {"scene": name, "format": fmt, "path": str(path)}
     if not args or args[0] == "list":
+        from .scenes.indoor import ROOMS
+        from .scenes.specs import SCENES
+
         return {"scenes": sorted(SCENES), "rooms": sorted(ROOMS)}
-    if args[0] != "make" or len(args) < 2:
-        raise InputError("fieldkd scenes", "usage: fieldkd scenes make NAME out=DIR "
-                                           "[format=blender|nerfstudio|monosdf] "
-                                           "[width=80] [height=80] [n_train=60] [n_val=10] [n_test=20]")
-    name, options = args[1], dict(_key_value(a) for a in args[2:])
-    if "out" not in options:
-        raise InputError("fieldkd scenes make", "missing out=DIR")
-    out = options.pop("out")
-    fmt = options.pop("format", "blender")
-    ints = {k: _size(k, v) for k, v in options.items()}
-    path = write_scene(name, out, fmt, **ints)
-    return {"scene": name, "format": fmt, "path": str(path)}
+    raise InputError("fieldkd scenes", "usage: fieldkd scenes make NAME out=DIR "
+                                       "[format=blender|nerfstudio|monosdf] "
+                                       "[width=80] [height=80] [n_train=60] [n_val=10] [n_test=20]")
 
 
-MAX_SCENE_SIZE = 8192  # pixels per side, and views per split: far beyond what the generator is for
+MAX_SCENE_SIZE = 8192  # pixels per side, views per split: far beyond what the generator is for
+MIN_SCENE_SIZE = {"n_val": 0, "n_test": 0, "seed": 0}  # others (width, height, n_train, ...): 1
 
 
-def _size(key: str, text: str) -> int:
-    """A positive integer option of ``scenes make`` (width, height, n_train, ...)."""
+def _size(key: str, text: str) -> int | float:
+    """An option of ``scenes make``: a positive integer (width, height, n_train, ...), or the
+    field of view ``camera_angle_x`` in radians."""
+    if key == "camera_angle_x":
+        try:
+            angle = float(text)
+        except ValueError:
+            angle = float("nan")
+        if not 0 < angle < 3.141592653589793:
+            raise InputError(key, f"must be an angle in radians between 0 and pi, got {text!r}")
+        return angle
     try:
         value = int(text)
     except ValueError:
         raise InputError(key, f"must be an integer, got {text!r}") from None
-    if not 1 <= value <= MAX_SCENE_SIZE:
-        raise InputError(key, f"must be between 1 and {MAX_SCENE_SIZE}, got {value}")
+    low = MIN_SCENE_SIZE.get(key, 1)
+    if not low <= value <= MAX_SCENE_SIZE:
+        raise InputError(key, f"must be between {low} and {MAX_SCENE_SIZE}, got {value}")
     return value
 
 
