@@ -54,9 +54,17 @@ def check_scene(scene_cfg: dict, metadata: bool = True) -> None:
 
 
 def check_resume(run_id: str) -> None:
-    """``resume=`` names a run of the tracking store."""
+    """``resume=`` names a run of the tracking store (a local store that does not exist yet
+    holds no run: it is not created just to say so)."""
+    from urllib.parse import unquote
+
     from mlflow.exceptions import MlflowException
 
+    from .tracking.store import SQLITE_PREFIX, tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith(SQLITE_PREFIX) and not Path(unquote(uri[len(SQLITE_PREFIX):].split("?")[0])).is_file():
+        raise InputError("resume", f"no run {run_id!r}: the tracking store {uri} does not exist")
     run = Run(run_id)
     try:
         run.client.get_run(run_id)

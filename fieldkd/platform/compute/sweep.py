@@ -98,6 +98,9 @@ def sweep_command(args: list[str]) -> dict:
     space_name, resume, overrides = parse_arguments(args)
     with contextlib.ExitStack() as stack:
         if resume:
+            from ..runner import check_resume
+
+            check_resume(resume)
             parent, spec = recorded_sweep(resume, space_name, overrides)
             if os.path.isdir(spec.workdir):  # relative paths in the overrides mean what they meant then
                 stack.enter_context(_working_directory(spec.workdir))
