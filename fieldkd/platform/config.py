@@ -95,8 +95,18 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[tuple[str, st
 
 
 def _hint(word: str, candidates) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=2, cutoff=0.7)
+    close = nearest(word, list(candidates))
     return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def nearest(word: str, candidates: list[str], cutoff: float = 0.7) -> list[str]:
+    """The closest candidates: a key the word begins, else the best matches (difflib's ratio)."""
+    head, _, last = word.rpartition(".")
+    begun = [c for c in candidates if c.rpartition(".")[0] == head and c.rpartition(".")[2].startswith(last)]
+    if begun:
+        return begun[:2]
+    scored = sorted(((difflib.SequenceMatcher(None, word, c).ratio(), c) for c in candidates), reverse=True)
+    return [c for ratio, c in scored[:2] if ratio >= max(cutoff, scored[0][0] - 0.03)]
 
 
 class Schema:

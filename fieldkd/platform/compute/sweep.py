@@ -184,6 +184,8 @@ def check_sweep(cfg: dict, space: TuneSpace, settings: dict, overrides: list[str
 
     try:
         compose_config(trial_overrides(overrides, example_values(space)))
+    except InputError as exc:  # the base overrides composed: the space's keys or values do not fit
+        raise InputError(space.path, f"the space does not fit the config: {exc}") from None
     except Exception as exc:
         from ..cli import _is_config_error, _one_line
 
