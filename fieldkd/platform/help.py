@@ -61,9 +61,8 @@ def generated_scenes() -> dict[str, str]:
     from .scenes.indoor import ROOMS
     from .scenes.specs import SCENES
 
-    rows = {name: first_line(inspect.getdoc(make)) or "an object scene" for name, make in SCENES.items()}
-    rows.update({name: first_line(inspect.getdoc(make)) or "a room along a camera path" for name, make in ROOMS.items()})
-    return rows
+    makers = {**SCENES, **ROOMS}
+    return {name: first_line(inspect.getdoc(make)) or "a generated scene" for name, make in makers.items()}
 
 
 def choices() -> str:
