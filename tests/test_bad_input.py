@@ -31,6 +31,12 @@ LIMIT_S = 15.0
 TIMES: dict[str, float] = {}
 
 
+def limit_s() -> float:
+    """15 s with a core to spare; proportionally more while the machine is overloaded by others
+    (a shared CI box), so that the bound measures this code rather than its neighbours."""
+    return LIMIT_S * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
 @dataclass
 class Case:
     name: str
@@ -39,6 +45,7 @@ class Case:
     edit: Callable[[Path], None] | None = None
     fmt: str = "blender"
     sub: bool = False
+    store: bool = False  # the MLflow store exists already (empty)
 
 
 def run_args(*extra: str, fmt: str = "blender") -> list[str]:
@@ -107,6 +114,7 @@ CASES = [
     Case("unparsable_override", run_args("trainer.steps=[1"), "trainer.steps=[1"),
     Case("scene_path_missing", ["run", "scene=blender"], "scene.path", sub=True),
     Case("resume_unknown_run", run_args("resume=0123456789abcdef0123456789abcdef"), "resume"),
+    Case("resume_unknown_run_in_store", run_args("resume=0123456789abcdef0123456789abcdef"), "resume", store=True),
     # -- scene files ------------------------------------------------------------------------------
     Case("scene_dir_missing", ["run", "scene=blender", "scene.path={scene}/nowhere"], "nowhere"),
     Case("camera_angle_zero", run_args(), "camera_angle_x",
@@ -191,6 +199,10 @@ def test_bad_input_fails_fast_in_one_line(case, templates, tmp_path, capfd, monk
     db = tmp_path / "mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
     argv = [a.replace("{scene}", str(scene)) for a in case.args]
+    if case.store:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(env["MLFLOW_TRACKING_URI"]).search_experiments()  # creates the tables
 
     started = time.perf_counter()
     code, err = run_cli(case, argv, work, env, capfd, monkeypatch)
@@ -203,7 +215,7 @@ def test_bad_input_fails_fast_in_one_line(case, templates, tmp_path, capfd, monk
     assert snapshot(scene) == before
     assert mlflow_runs(db) == 0
     assert not (work / "outputs").exists()
-    assert seconds < LIMIT_S, f"{case.name} took {seconds:.1f} s"
+    assert seconds < limit_s(), f"{case.name} took {seconds:.1f} s (load {os.getloadavg()[0]:.1f})"
 
 
 def test_enough_cases():
@@ -214,4 +226,5 @@ def test_report_the_slowest(capsys):
     if TIMES:
         slowest = sorted(TIMES.items(), key=lambda kv: -kv[1])[:5]
         with capsys.disabled():
-            print("\nslowest bad-input cases: " + ", ".join(f"{k} {v:.2f} s" for k, v in slowest))
+            print("\nslowest bad-input cases: " + ", ".join(f"{k} {v:.2f} s" for k, v in slowest)
+                  + f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
