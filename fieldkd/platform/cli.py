@@ -18,7 +18,7 @@ import sys
 import time
 from importlib.metadata import entry_points
 
-from .config import compose_config  # noqa: F401  (the CLI's config, also for callers of cli)
+from .config import compose_config
 from .errors import InputError, PartialFailure
 from .summary import finite
 
@@ -109,7 +109,7 @@ def _key_value(arg: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import help as usage
+    from . import usage
 
     given = sys.argv[1:] if argv is None else argv
     # The lists of methods, fields and scenes load their registries: only when help is asked for.

@@ -24,7 +24,7 @@ class Spec:
     kind: str
     bounds: tuple = ()  # ((op, number), ...)
     choices: tuple = ()
-    item: "Spec | None" = None  # the elements of a list, the values of a map
+    item: Spec | None = None  # the elements of a list, the values of a map
     nullable: bool = False
 
     def describe(self) -> str:
@@ -39,7 +39,7 @@ class Spec:
         text += " " + " and ".join(f"{op} {_number(b)}" for op, b in self.bounds) if self.bounds else ""
         return text + (" or null" if self.nullable else "")
 
-    def or_null(self) -> "Spec":
+    def or_null(self) -> Spec:
         return Spec(self.kind, self.bounds, self.choices, self.item, True)
 
 
@@ -147,11 +147,10 @@ def check(value, spec: Spec, key: str):
 def _check_number(value, spec: Spec, key: str):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _bad(key, spec, value)
-    if spec.kind == "int":
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise _bad(key, spec, value)
-            value = int(value)
+    if spec.kind == "int" and isinstance(value, float):
+        if not value.is_integer():
+            raise _bad(key, spec, value)
+        value = int(value)
     if not all(BOUNDS[op](value, bound) for op, bound in spec.bounds):
         raise _bad(key, spec, value)
     return value
