@@ -91,7 +91,7 @@ def test_bad_dac_inputs_are_named(tiny_blender, tmp_path, mlflow_uri, local_ray)
         execute(dac_config(tiny_blender, tmp_path / "out", *KPLANES, "dac.experts=9"), dac.run)
     with pytest.raises(InputError, match="distill.inquirer.*training_rays"):
         execute(dac_config(tiny_blender, tmp_path / "out", *KPLANES, "distill.inquirer=sphere"), dac.run)
-    with pytest.raises(InputError, match="partition method"):
+    with pytest.raises(InputError, match="dac.partition.*kmeans"):
         execute(dac_config(tiny_blender, tmp_path / "out", *KPLANES, "dac.partition=kmeans"), dac.run)
     with pytest.raises(InputError, match="checkpoint to start from not found"):
         fit_stage(StageRequest("check", "run", mlflow_uri, str(tmp_path), dac_config(tiny_blender, tmp_path, *KPLANES),

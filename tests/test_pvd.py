@@ -102,8 +102,8 @@ def test_a_loaded_teacher_is_scored_again_and_taught_on_ray_train_workers_from_a
 
 
 BAD_TEACHER_INPUTS = [
-    (["teacher.field=nope"], "field"),
-    (["student.field=nope"], "field"),
+    (["teacher.field=nope"], "teacher.field"),  # refused by the config's schema, before execute()
+    (["student.field=nope"], "student.field"),
     (["teacher.run_id=0123456789abcdef"], "teacher.run_id"),
     (["teacher.checkpoint=/nonexistent/last.pt"], "/nonexistent/last.pt"),
     (["teacher.field=hash", "teacher.checkpoint=/x.pt", "teacher.run_id=abc"], "teacher"),
@@ -113,7 +113,6 @@ BAD_TEACHER_INPUTS = [
 def test_bad_teacher_inputs_fail_with_the_key_or_file_named(tiny_blender, tmp_path, mlflow_uri, local_ray):
     # One Ray for every case: execute() joins it instead of starting and stopping its own.
     for overrides, where in BAD_TEACHER_INPUTS:
-        cfg = pvd_config(tiny_blender, tmp_path / "out", *overrides)
         with pytest.raises(InputError) as caught:
-            execute(cfg, pvd.run)
+            execute(pvd_config(tiny_blender, tmp_path / "out", *overrides), pvd.run)
         assert caught.value.where == where, overrides

@@ -20,7 +20,9 @@ import time
 from importlib.metadata import entry_points
 
 from .compute import interrupts
+from .config import compose_config
 from .errors import InputError, PartialFailure, StageError
+from .resume import resume_config, split_resume
 from .summary import finite
 
 EXIT_BAD_INPUT = 2
@@ -28,18 +30,6 @@ EXIT_PARTIAL = 3  # a result, with part of the work failed (a sweep's errored tr
 EXIT_INTERRUPTED = 130  # SIGINT; SIGTERM: 143 (128 + the signal)
 EXIT_STAGE_FAILED = 1
 METHOD_GROUP = "fieldkd.methods"
-
-
-def compose_config(overrides: list[str]) -> dict:
-    """Resolve the Hydra config with command-line overrides into a plain dict."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="fieldkd.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
 def load_method(name: str):
@@ -50,13 +40,13 @@ def load_method(name: str):
 
 
 def run_command(overrides: list[str]) -> dict:
-    from .resume import resume_config, split_resume
-    from .runner import execute
-
     started = time.perf_counter()
     resume, rest = split_resume(overrides)  # resume=ID: the run's own config, the overrides on top
+    # Checked before anything heavy is imported or started.
     cfg = resume_config(resume, rest, compose_config) if resume else compose_config(overrides)
     method = load_method(cfg["method"]["name"])
+    from .runner import execute
+
     run_id, metrics = execute(cfg, method.run)
     tell_where(run_id)
     return {"run_id": run_id, "method": cfg["method"]["name"], "metrics": finite(metrics),
@@ -89,26 +79,53 @@ def sweep_command(args: list[str]) -> dict:
 
 
 def scenes_command(args: list[str]) -> dict:
-    from .scenes import write_scene
-    from .scenes.indoor import ROOMS
-    from .scenes.specs import SCENES
+    if args and args[0] == "make" and len(args) >= 2:
+        # Arguments are checked before the scene modules (and torch) load.
+        name, options = args[1], dict(_key_value(a) for a in args[2:])
+        if "out" not in options:
+            raise InputError("fieldkd scenes make", "missing out=DIR")
+        out = options.pop("out")
+        fmt = options.pop("format", "blender")
+        words = {k: options.pop(k) for k in ("lens", "center_crop") if k in options}
+        ints = {k: _size(k, v) for k, v in options.items()}
+        from .scenes import write_scene
 
+        path = write_scene(name, out, fmt, **words, **ints)
+        return {"scene": name, "format": fmt, "path": str(path)}
     if not args or args[0] == "list":
+        from .scenes.indoor import ROOMS
+        from .scenes.specs import SCENES
+
         return {"scenes": sorted(SCENES), "rooms": sorted(ROOMS)}
-    if args[0] != "make" or len(args) < 2:
-        raise InputError("fieldkd scenes", "usage: fieldkd scenes make NAME out=DIR "
-                                           "[format=blender|nerfstudio|monosdf|neus] "
-                                           "[width=80] [height=80] [n_train=60] [n_val=10] [n_test=20] "
-                                           "[lens=opencv|fisheye] [per_frame_intrinsics=1] [center_crop=...]")
-    name, options = args[1], dict(_key_value(a) for a in args[2:])
-    if "out" not in options:
-        raise InputError("fieldkd scenes make", "missing out=DIR")
-    out = options.pop("out")
-    fmt = options.pop("format", "blender")
-    words = {k: options.pop(k) for k in ("lens", "center_crop") if k in options}
-    ints = {k: int(v) for k, v in options.items()}
-    path = write_scene(name, out, fmt, **words, **ints)
-    return {"scene": name, "format": fmt, "path": str(path)}
+    raise InputError("fieldkd scenes", "usage: fieldkd scenes make NAME out=DIR "
+                                       "[format=blender|nerfstudio|monosdf|neus] "
+                                       "[width=80] [height=80] [n_train=60] [n_val=10] [n_test=20] "
+                                       "[lens=opencv|fisheye] [per_frame_intrinsics=1] [center_crop=...]")
+
+
+MAX_SCENE_SIZE = 8192  # pixels per side, views per split: far beyond what the generator is for
+MIN_SCENE_SIZE = {"n_val": 0, "n_test": 0, "seed": 0, "per_frame_intrinsics": 0}  # others (width, height, n_train, ...): 1
+
+
+def _size(key: str, text: str) -> int | float:
+    """An option of ``scenes make``: a positive integer (width, height, n_train, ...), or the
+    field of view ``camera_angle_x`` in radians."""
+    if key == "camera_angle_x":
+        try:
+            angle = float(text)
+        except ValueError:
+            angle = float("nan")
+        if not 0 < angle < 3.141592653589793:
+            raise InputError(key, f"must be an angle in radians between 0 and pi, got {text!r}")
+        return angle
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(key, f"must be an integer, got {text!r}") from None
+    low = MIN_SCENE_SIZE.get(key, 1)
+    if not low <= value <= MAX_SCENE_SIZE:
+        raise InputError(key, f"must be between {low} and {MAX_SCENE_SIZE}, got {value}")
+    return value
 
 
 def runs_command(args: list[str]) -> dict:
@@ -125,11 +142,20 @@ def _key_value(arg: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fieldkd", description="Knowledge distillation of neural fields on Ray.")
+    from . import usage
+
+    given = sys.argv[1:] if argv is None else argv
+    # The lists of methods, fields and scenes load their registries: only when help is asked for.
+    epilog = f"{usage.choices()}\n\n{usage.EXAMPLES}" if given[:1] in (["-h"], ["--help"]) else None
+    parser = argparse.ArgumentParser(prog="fieldkd", description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
     parser.add_argument("command", choices=list(COMMANDS))
     parser.add_argument("args", nargs=argparse.REMAINDER,
                         help="hydra overrides (run, sweep: also tune_space=NAME, resume=ID) or scene arguments")
     ns = parser.parse_args(argv)
+    if ns.command in ("run", "sweep") and {"-h", "--help"} & set(ns.args):
+        print(usage.run_help(ns.command))
+        return 0
 
     stdout = sys.stdout
     try:

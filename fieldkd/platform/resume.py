@@ -41,10 +41,35 @@ def split_resume(overrides: list[str]) -> tuple[str | None, list[str]]:
     return found, rest
 
 
+def check_resume(run_id: str) -> None:
+    """``resume=`` names a run of the tracking store (a local store that does not exist yet
+    holds no run: it is not created just to say so)."""
+    from urllib.parse import unquote
+
+    from mlflow.exceptions import MlflowException
+
+    from .tracking.store import SQLITE_PREFIX, tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith(SQLITE_PREFIX) and not Path(unquote(uri[len(SQLITE_PREFIX):].split("?")[0])).is_file():
+        raise InputError("resume", f"no run {run_id!r}: the tracking store {uri} does not exist")
+    from .tracking import Run
+
+    run = Run(run_id)
+    try:
+        run.client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise
+        raise InputError("resume", f"no run {run_id!r} in the tracking store {run.tracking_uri}") from None
+
+
 def logged_config(run_id: str, tracking_uri: str | None = None) -> dict:
     """The config a top-level run logged; bad input (one line) when there is none to resume."""
     from .tracking import PARENT_TAG, Run
 
+    if tracking_uri is None:
+        check_resume(run_id)  # an unknown run: one line, and no store created to say so
     run = Run(run_id, tracking_uri)
     try:
         stored = run.get()

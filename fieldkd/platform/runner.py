@@ -13,8 +13,9 @@ from .atomic import clean_stale
 from .compute import interrupts
 from .compute.session import init_ray
 from .errors import InputError
+from .resume import check_resume
 from .run_info import run_name, used_config
-from .stages import RunContext, scene_label
+from .stages import RunContext, load_scene_from_config, scene_label
 from .tracking import Run, flatten
 from .train.board import watching
 
@@ -28,7 +29,10 @@ def execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None 
     run. With ``parent`` (a run id) the run is its child, as a sweep trial is.
     A failing method marks the run FAILED and re-raises.
     """
-    check_scene_path(cfg["scene"])  # fail in a second, not after Ray has started
+    # Bad input fails in seconds, before Ray starts and before any run is created.
+    check_scene(cfg["scene"], metadata=parent is None)  # a sweep checked its scene before its trials
+    if cfg.get("resume"):
+        check_resume(cfg["resume"])
     compute = cfg["compute"]
     dashboard = compute["dashboard"] if compute["dashboard"] is not None else int(compute["workers"]) > 1
     owns_ray = init_ray(dashboard=bool(dashboard))
@@ -47,6 +51,14 @@ def check_scene_path(scene_cfg: dict) -> None:
     path = scene_cfg.get("path")
     if path and not Path(path).is_dir():
         raise InputError(path, "scene directory not found")
+
+
+def check_scene(scene_cfg: dict, metadata: bool = True) -> None:
+    """A user's scene folder exists and, with ``metadata``, reads: every file the readers open
+    parses and agrees (sizes, matrices, intrinsics). The bundled generated scenes are ours."""
+    check_scene_path(scene_cfg)
+    if metadata and scene_cfg.get("path"):
+        load_scene_from_config(scene_cfg)
 
 
 def _execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None) -> tuple[str, dict]:

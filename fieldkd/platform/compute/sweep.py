@@ -101,6 +101,9 @@ def sweep_command(args: list[str]) -> dict:
     space_name, resume, overrides = parse_arguments(args)
     with contextlib.ExitStack() as stack:
         if resume:
+            from ..runner import check_resume
+
+            check_resume(resume)
             parent, spec = recorded_sweep(resume, space_name, overrides)
             if os.path.isdir(spec.workdir):  # relative paths in the overrides mean what they meant then
                 stack.enter_context(_working_directory(spec.workdir))
@@ -182,17 +185,19 @@ def check_sweep(cfg: dict, space: TuneSpace, settings: dict, overrides: list[str
     """Fail in a second, before Ray starts: swept keys that the config lacks, a missing scene,
     a metric that will never be reported."""
     from ..cli import compose_config
-    from ..runner import check_scene_path
+    from ..runner import check_scene
 
     try:
         compose_config(trial_overrides(overrides, example_values(space)))
+    except InputError as exc:  # the base overrides composed: the space's keys or values do not fit
+        raise InputError(space.path, f"the space does not fit the config: {exc}") from None
     except Exception as exc:
         from ..cli import _is_config_error, _one_line
 
         if _is_config_error(exc):
             raise InputError(space.path, f"the space does not fit the config: {_one_line(exc)}") from exc
         raise
-    check_scene_path(cfg["scene"])
+    check_scene(cfg["scene"])
     eval_every = cfg["trainer"]["eval_every"]
     if settings["metric"].startswith("val/") and not 0 < eval_every < cfg["trainer"]["steps"]:
         raise InputError("tune.metric", f"{settings['metric']} is reported by periodic evaluation, every "

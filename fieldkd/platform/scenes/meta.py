@@ -22,6 +22,7 @@ from .lens import PARAMS
 from .limits import current
 from .paths import inside
 
+ROTATION_TOL = 1e-3  # |R^T R - I|: files store rotations to float precision; tools write no scale
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -76,7 +77,20 @@ def matrix(value, path: Path, context: str) -> np.ndarray:
         raise InputError(path, f"{context}transform_matrix has non-finite entries")
     if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-6):
         raise InputError(path, f"{context}transform_matrix last row must be 0 0 0 1, got {m[3].tolist()}")
+    check_rotation(m[:3, :3], path, context)
     return m
+
+
+def check_rotation(r: np.ndarray, path: Path, context: str) -> None:
+    """A camera's rotation is orthonormal with determinant +1 (nerfstudio's ns-process-data and
+    Blender write exact rotations, without scale); anything else would bend every ray."""
+    det = float(np.linalg.det(r))
+    if abs(det) < 1e-6:
+        raise InputError(path, f"{context}transform_matrix rotation is singular (determinant {det:.3g})")
+    error = float(np.abs(r.T @ r - np.eye(3)).max())
+    if error > ROTATION_TOL or det < 0:
+        raise InputError(path, f"{context}transform_matrix rotation is not orthonormal with determinant +1 "
+                               f"(|R^T R - I| = {error:.3g}, determinant {det:.3g})")
 
 
 def pose_to_internal(c2w: np.ndarray, convention: str = "opengl") -> np.ndarray:
@@ -153,6 +167,13 @@ def lens_parameters(meta: dict, model: str, path: Path, context: str = "", fallb
     return [number(merged, key, path, context, default=0.0) for key in used]
 
 
+def field_of_view(angle: float, key: str, path: Path, context: str) -> float:
+    """A pinhole's field of view in radians lies strictly between 0 and pi."""
+    if not 0.0 < angle < math.pi:
+        raise InputError(path, f"{context}'{key}' must be an angle in radians between 0 and pi, got {angle}")
+    return angle
+
+
 def intrinsics(meta: dict, width: int, height: int, path: Path, context: str = "",
                fallback: dict | None = None, focal_key: str = "camera_angle_x"):
     """(fx, fy, cx, cy) floats from fl_x/fl_y/cx/cy or camera_angle_x/camera_angle_y.
@@ -169,10 +190,11 @@ def intrinsics(meta: dict, width: int, height: int, path: Path, context: str = "
         if angle is None:
             other = "fl_x" if focal_key == "camera_angle_x" else "camera_angle_x"
             raise InputError(path, f"{context}missing required key '{focal_key}' (or '{other}')")
-        fx = 0.5 * width / math.tan(0.5 * angle)
+        fx = 0.5 * width / math.tan(0.5 * field_of_view(angle, "camera_angle_x", path, context))
     fy = number(merged, "fl_y", path, context)
     if fy is None:
         angle_y = number(merged, "camera_angle_y", path, context)
+        angle_y = None if angle_y is None else field_of_view(angle_y, "camera_angle_y", path, context)
         fy = fx if angle_y is None else 0.5 * height / math.tan(0.5 * angle_y)
     cx = number(merged, "cx", path, context, default=width / 2.0)
     cy = number(merged, "cy", path, context, default=height / 2.0)
