@@ -13,7 +13,7 @@ from PIL import Image
 
 from fieldkd.platform.errors import InputError
 from fieldkd.platform.evaluate.depth import align_scale_shift, depth_metrics
-from fieldkd.platform.scenes import load_scene, png16, write_scene
+from fieldkd.platform.scenes import exr, load_scene, png16, write_scene
 from fieldkd.platform.scenes import sdf
 from fieldkd.platform.scenes.generator import LENSES, render_scene, scene_spec
 from fieldkd.platform.scenes.monosdf import CROPS, crop_intrinsics
@@ -191,12 +191,17 @@ def test_depth_files_npy_16bit_png_and_exr(copy_of):
         f["depth_file_path"] = str(Path(f["depth_file_path"]).with_suffix(".npy"))
     path.write_text(json.dumps(meta))
     assert torch.allclose(load_scene("nerfstudio", root).splits["train"].depths, reference)
-    meta["frames"][0]["depth_file_path"] = "depths/frame.exr"
-    (root / "depths" / "frame.exr").write_bytes(b"v/1\x01")
+    # EXR: float depth in the file's unit, as renderers write it.
+    for f in meta["frames"]:
+        npy = root / f["depth_file_path"]
+        exr.write_depth(npy.with_suffix(".exr"), np.load(npy))
+        f["depth_file_path"] = str(Path(f["depth_file_path"]).with_suffix(".exr"))
     path.write_text(json.dumps(meta))
-    with pytest.raises(InputError, match="EXR depth cannot be read") as info:
+    assert torch.allclose(load_scene("nerfstudio", root).splits["train"].depths, reference)
+    (root / meta["frames"][0]["depth_file_path"]).write_bytes(b"v/1\x01")
+    with pytest.raises(InputError, match="unreadable depth map") as info:
         load_scene("nerfstudio", root)
-    assert "frame.exr" in str(info.value) and "\n" not in str(info.value)
+    assert "train_0000.exr" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_principal_point_outside_the_image_is_refused(copy_of):

@@ -19,7 +19,7 @@ from PIL import Image, ImageMode
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from . import arrays, limits, png16
+from . import arrays, exr, limits, png16
 
 
 def _open(path: Path, what: str, referrer: str = "") -> Image.Image:
@@ -91,14 +91,15 @@ def write_grey(path: Path, values: np.ndarray) -> None:
 def read_depth(path: Path, unit: float, referrer: str = "") -> np.ndarray:
     """(H, W) float32 depth in scene units: stored value * unit, as nerfstudio reads it.
 
-    16-bit PNG (and other single-channel images) or ``.npy`` ((H, W) or (H, W, 1));
-    EXR is refused in one line, as no EXR reader is installed with fieldkd.
+    16-bit PNG (and other single-channel images), ``.npy`` ((H, W) or (H, W, 1)) or a
+    float EXR (:mod:`exr`).
     """
     suffix = path.suffix.lower()
     if suffix == ".exr":
-        raise InputError(path, "EXR depth cannot be read (no EXR reader installed): "
-                               "store depth as 16-bit PNG or .npy")
-    if suffix == ".npy":
+        if not path.is_file():
+            raise InputError(path, "depth map not found" + (f" (referenced by {referrer})" if referrer else ""))
+        values = exr.read_depth(path)
+    elif suffix == ".npy":
         values = _npy(path, "depth map", referrer)
         if values.ndim == 3 and values.shape[2] == 1:
             values = values[..., 0]
