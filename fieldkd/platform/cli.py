@@ -104,7 +104,8 @@ def scenes_command(args: list[str]) -> dict:
 
 
 MAX_SCENE_SIZE = 8192  # pixels per side, views per split: far beyond what the generator is for
-MIN_SCENE_SIZE = {"n_val": 0, "n_test": 0, "seed": 0, "per_frame_intrinsics": 0}  # others (width, height, n_train, ...): 1
+# others (width, height, n_train, ...): at least 1
+MIN_SCENE_SIZE = {"n_val": 0, "n_test": 0, "seed": 0, "per_frame_intrinsics": 0}
 
 
 def _size(key: str, text: str) -> int | float:

@@ -33,6 +33,7 @@ from .export import DEPTH_UNIT, require_pinhole, same_intrinsics, shared_intrins
 from .frames import Frame, FrameList, load_split, split_is_missing
 from .meta import frames_of, matrix, media_path, number, pose_to_internal, read_json, require
 from .options import ReadOptions
+from .paths import dataset_root
 from .scene import Scene
 
 SPLITS = ("train", "val", "test")
@@ -55,10 +56,7 @@ def _frame_list(root: Path, path: Path, meta: dict, options: ReadOptions) -> Fra
 
 def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=None, far=None,
          options: ReadOptions = ReadOptions()) -> Scene:
-    root = Path(path)
-    root = root.parent if root.is_file() else root
-    if not root.is_dir():
-        raise InputError(root, "scene directory not found")
+    root = dataset_root(path)
     files = {split: root / f"transforms_{split}.json" for split in SPLITS}
     if files["train"].is_file() and not (files["val"].is_file() or files["test"].is_file()):
         raise InputError(files["test"], "transforms file not found (need transforms_val.json "

@@ -62,7 +62,7 @@ from .cameras import Cameras, opencv_to_opengl
 from .export import require_pinhole, straight_colour
 from .meta import aabb_of, check_principal_point, read_json
 from .options import ReadOptions
-from .paths import inside
+from .paths import dataset_root, inside
 from .scene import Scene, SceneSplit
 from .similarity import pose_to_world, similarity_parts
 
@@ -384,10 +384,7 @@ def _check_frame(frame: _Frame, cam_path: Path, crop: str) -> None:
 
 def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=None, far=None,
          options: ReadOptions = ReadOptions()) -> Scene:
-    root = Path(path)
-    root = root.parent if root.is_file() else root
-    if not root.is_dir():
-        raise InputError(root, "scene directory not found")
+    root = dataset_root(path)
     cam_path = root / CAMERAS
     cam_data = _load_cameras(cam_path)
     files = _frame_files(root)

@@ -37,7 +37,7 @@ from .meta import IMAGE_SUFFIXES, check_principal_point
 from .monosdf import (UNIT_BOX, _camera, _load_cameras, _shared_scale_mat, compose_world_mat, intrinsics_from_k,
                       k_from_intrinsics)
 from .options import ReadOptions
-from .paths import inside
+from .paths import dataset_root, inside
 from .scene import Scene, SceneSplit
 from .similarity import pose_to_world, similarity_parts
 
@@ -52,10 +52,7 @@ def _listing(root: Path, folder: str) -> list[Path]:
 
 def read(path, background=(1.0, 1.0, 1.0), downscale: int = 1, aabb=None, near=None, far=None,
          options: ReadOptions = ReadOptions()) -> Scene:
-    root = Path(path)
-    root = root.parent if root.is_file() else root
-    if not root.is_dir():
-        raise InputError(root, "scene directory not found")
+    root = dataset_root(path)
     cam_path = next((root / n for n in CAMERA_FILES if (root / n).is_file()), root / CAMERA_FILES[0])
     if not cam_path.is_file():
         raise InputError(cam_path, "cameras file not found (NeuS / IDR scenes need cameras_sphere.npz "

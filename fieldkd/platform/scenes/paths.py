@@ -16,6 +16,15 @@ from .limits import current
 HINT = "set scene.allow_outside_paths=true to allow it"
 
 
+def dataset_root(path) -> Path:
+    """The dataset folder a user gave: the folder itself, or the one holding the file they named."""
+    root = Path(path)
+    root = root.parent if root.is_file() else root
+    if not root.is_dir():
+        raise InputError(root, "scene directory not found")
+    return root
+
+
 def inside(root: Path, name, source, what: str = "path") -> Path:
     """``root / name``, refused unless it stays inside the dataset folder ``root``.
 
