@@ -37,5 +37,5 @@ def test_top_level_help_lists_them_too(capsys):
     except SystemExit as exit:
         assert exit.code == 0
     out = capsys.readouterr().out
-    assert "{run,sweep,scenes}" in out and listed(out, expected()) == []
+    assert "{run,sweep,scenes,runs}" in out and listed(out, expected()) == []
     assert "methods (method=NAME):" in out and "examples:" in out

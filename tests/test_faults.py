@@ -140,8 +140,9 @@ def test_sigint_stops_concurrent_stages_each_with_its_checkpoint(tiny_blender, t
         execute(cfg, two_stages)
     parent = stopped.value.run_id
     client = MlflowClient(mlflow_uri)
-    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("fieldkd").experiment_id])}
-    assert sorted(runs) == ["a", "b", "baseline"]  # one run per stage and the parent
+    found = client.search_runs([client.get_experiment_by_name("fieldkd").experiment_id])
+    runs = {r.info.run_name.split()[0]: r for r in found}  # the parent: "baseline hash SCENE DATE TIME"
+    assert len(found) == 3 and sorted(runs) == ["a", "b", "baseline"]  # one run per stage and the parent
     assert {name: r.info.status for name, r in runs.items()} == dict.fromkeys(runs, "KILLED")
     assert runs["baseline"].info.run_id == parent
     for name in ("a", "b"):

@@ -121,8 +121,11 @@ def check(value, spec: Spec, key: str):
             raise _bad(key, spec, value)
         return str(value)
     if kind == "choice":
-        if str(value) not in {str(c) for c in spec.choices}:
+        text = str(value).lower() if isinstance(value, bool) else str(value)  # YAML's true is "true"
+        if text not in {str(c) for c in spec.choices}:
             raise _bad(key, spec, value)
+        if isinstance(value, bool):
+            return value
         return str(value) if isinstance(value, str) or all(isinstance(c, str) for c in spec.choices) else value
     if kind in ("int", "float"):
         return _check_number(value, spec, key)

@@ -382,13 +382,14 @@ def fit_stage(request: StageRequest) -> StageOutcome:
     """Train (resuming if a checkpoint exists) and evaluate one stage, in whatever process runs it.
     A stage that the driver asked to stop saves its checkpoint and raises :class:`StageStopped`."""
     cfg = request.cfg
-    run = Run(request.run_id, request.tracking_uri).continuing()
+    run = Run(request.run_id, request.tracking_uri)
     ctx = RunContext(cfg=cfg, run=run, device=resolve_device(cfg["device"]), output_dir=Path(request.output_dir))
+    parts = build_parts(request, ctx.device)  # bad input fails before the run is touched
+    run.continuing()
     interval = cfg["tracking"].get("system_metrics_s")
     if request.system_metrics and interval:
         run.start_system_metrics(float(interval))
     try:
-        parts = build_parts(request, ctx.device)
         trained = train_stage(ctx, request, parts, run)
         run.set_tags(ctx.tags(field=cfg["field"]["name"], backend=trained.backend, stage=request.stage,
                               **stage_tags(request), **placement()))
@@ -452,8 +453,8 @@ def keeps_checkpoint_artifact(setting, checkpoint: Path) -> bool:
     ``fieldkd.checkpoint``). ``auto`` logs a second copy only where ``output_dir``
     will not last: under a temporary folder, as a ``ray job``'s working directory is.
     """
-    if isinstance(setting, bool):
-        return setting
+    if isinstance(setting, bool) or str(setting).lower() in ("true", "false"):
+        return str(setting).lower() == "true"
     if str(setting).lower() != "auto":
         raise InputError("tracking.log_checkpoint", f"must be auto, true or false, got {setting!r}")
     path = Path(checkpoint).resolve()
