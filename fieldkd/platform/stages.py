@@ -365,17 +365,18 @@ def also(log: MetricsLogger) -> MetricsLogger:
     return fan_out
 
 
-def budget_start(run: Run, request: StageRequest) -> float:
+def budget_start(run: Run, request: StageRequest) -> float | None:
     """Wall time of the stage's first start by this request, kept as a tag of its run: a
     restarted process without a checkpoint goes on with the time budget, not anew. A new
-    driver (``resume=``) sends a new request, whose budget starts from its checkpoint."""
+    driver (``resume=``) sends a new request, whose budget starts from its checkpoint.
+    None on the first start: the budget then starts with the training loop itself, not
+    with this (possibly slow) write to the tracking store."""
     tag = f"fieldkd.started.{request.stage}"
     token, _, when = run.get().data.tags.get(tag, "").partition(" ")
     if token == request.launch and when:
         return float(when)
-    now = time.time()
-    run.set_tags({tag: f"{request.launch} {now:.3f}"})
-    return now
+    run.set_tags({tag: f"{request.launch} {time.time():.3f}"})
+    return None
 
 
 def fit_stage(request: StageRequest) -> StageOutcome:
