@@ -120,3 +120,26 @@ def test_the_checkpoint_artifact_is_kept_only_where_output_dir_will_not_last(tmp
     assert keeps_checkpoint_artifact(True, durable) and not keeps_checkpoint_artifact(False, temporary)
     with pytest.raises(InputError, match="tracking.log_checkpoint"):
         keeps_checkpoint_artifact("sometimes", durable)
+
+
+def test_mlflow_artifacts_go_through_the_atomic_writer(tmp_path, mlflow_uri):
+    """The client's own helpers (log_image, log_table) write through its log_artifact, which in
+    a local artifact store is copy_file (tested above against a killed write)."""
+    import numpy as np
+
+    from fieldkd.platform.tracking import Run
+    from fieldkd.platform.tracking.store import AtomicClient
+
+    run = Run.start("atomic", "artifacts")
+    source = tmp_path / "table.txt"
+    source.write_text("first")
+    run.client.log_artifact(run.run_id, str(source), "notes")
+    folder = run._local_artifacts()
+    assert isinstance(run.client, AtomicClient)
+    source.write_text("second")
+    run.client.log_artifact(run.run_id, str(source), "notes")
+    assert (folder / "notes" / "table.txt").read_text() == "second"
+    run.log_image(np.zeros((4, 4, 3), dtype=np.uint8), key="test/view_000", step=3)
+    written = [p for p in folder.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".png" for p in written)
+    assert not [p for p in written if p.name.startswith(".")]  # no temp file left behind

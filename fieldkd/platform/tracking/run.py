@@ -18,8 +18,6 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag, ViewType
@@ -27,7 +25,7 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from ..atomic import atomic_path, copy_file, write_text
 from .retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 from .store import client as make_client
-from .store import experiment_id
+from .store import experiment_id, local_artifact_dir
 from .system import SYSTEM_PREFIX, SystemMetrics
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -192,10 +190,7 @@ class Run:
 
     def _local_artifacts(self) -> Path | None:
         """The run's artifact folder when the artifact store is a local path, else None."""
-        parsed = urlparse(self.info.artifact_uri)
-        if parsed.scheme == "file":
-            return Path(url2pathname(parsed.path))
-        return Path(self.info.artifact_uri) if parsed.scheme == "" else None
+        return local_artifact_dir(self.info.artifact_uri)
 
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         """An image of a series (``key``) at ``step``: the UI's image grid, with a step slider."""

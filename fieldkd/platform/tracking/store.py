@@ -35,10 +35,12 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
 
 from mlflow.tracking import MlflowClient
 
+from ..atomic import copy_file
 from .retry import call_with_retry
 from .ui import experiment_tags
 
@@ -172,10 +174,30 @@ def prepare_local_store(uri: str) -> None:
         _prepared.add(key)
 
 
+def local_artifact_dir(artifact_uri: str) -> Path | None:
+    """A run's artifact folder when its artifact store is a local path, else None."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    return Path(artifact_uri) if parsed.scheme == "" else None
+
+
+class AtomicClient(MlflowClient):
+    """MLflow's client, whose files land atomically in a local artifact store (temp file in the
+    same folder, fsync, rename): MLflow's own helpers (log_image, log_table, log_text, ...) all
+    write through ``log_artifact``, so a reader never sees half an image."""
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+        folder = local_artifact_dir(self.get_run(run_id).info.artifact_uri)
+        if folder is None:
+            return super().log_artifact(run_id, local_path, artifact_path)
+        copy_file(local_path, folder / (artifact_path or "") / Path(local_path).name)
+
+
 def client(uri: str | None = None) -> MlflowClient:
     uri = uri or tracking_uri()
     prepare_local_store(uri)
-    return MlflowClient(tracking_uri=uri)
+    return AtomicClient(tracking_uri=uri)
 
 
 def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
