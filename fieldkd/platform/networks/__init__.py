@@ -1,0 +1,2 @@
+"""Feed-forward networks trained over datasets of scenes (rather than one field per scene),
+such as the cascade multi-view stereo network in ``mvs``."""
