@@ -164,3 +164,15 @@ def test_bad_sizes_and_configs_are_one_line_input_errors(scene):
         with pytest.raises(InputError, match=key) as err:
             build_cascade_mvs(bad)
         assert "\n" not in str(err.value)
+
+
+def test_geometry_stays_float32_under_mixed_precision(scene):
+    # The Trainer runs steps under autocast on a GPU; bf16 projections would misplace pixels.
+    proj = projection(scene["intrinsics"], scene["extrinsics"])
+    plain, _ = warp_with_depth(scene["images"][:, 1], proj[:, 1], proj[:, 0], scene["depth"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        proj16 = projection(scene["intrinsics"] * 40, scene["extrinsics"])  # a DTU-sized focal length
+        assert proj16.dtype == torch.float32
+        mixed, _ = warp_with_depth(scene["images"][:, 1], projection(scene["intrinsics"], scene["extrinsics"])[:, 1],
+                                   proj[:, 0], scene["depth"])
+    torch.testing.assert_close(mixed.float(), plain, atol=1e-5, rtol=0)

@@ -21,10 +21,11 @@ def scale_intrinsics(intrinsics: torch.Tensor, scale: float) -> torch.Tensor:
 
 def projection(intrinsics: torch.Tensor, extrinsics: torch.Tensor) -> torch.Tensor:
     """4x4 matrices mapping world points to (x*z, y*z, z, 1): [..., 4, 4]."""
-    k4 = torch.zeros_like(extrinsics)
-    k4[..., :3, :3] = intrinsics
-    k4[..., 3, 3] = 1.0
-    return k4 @ extrinsics
+    with torch.autocast(extrinsics.device.type, enabled=False):  # see homography_warp
+        k4 = torch.zeros_like(extrinsics, dtype=torch.float32)
+        k4[..., :3, :3] = intrinsics.float()
+        k4[..., 3, 3] = 1.0
+        return k4 @ extrinsics.float()
 
 
 def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -42,10 +43,13 @@ def homography_warp(source: torch.Tensor, source_proj: torch.Tensor, reference_p
     source image, in front of its camera [B,D,h,w]. Differentiable in ``source`` and ``depths``."""
     b, c, h, w = source.shape
     d = depths.shape[1]
-    relative = source_proj.float() @ torch.linalg.inv(reference_proj.float())  # reference (xz, yz, z, 1) -> source
-    rot, trans = relative[:, :3, :3], relative[:, :3, 3:4]
-    rays = rot @ pixel_grid(h, w, source.device)  # [B,3,h*w]: source coordinates of a point at depth 1
-    points = rays.unsqueeze(2) * depths.reshape(b, 1, d, h * w) + trans.unsqueeze(-1)  # [B,3,D,h*w]
+    # Coordinates in float32 even under mixed precision: in bf16, pixel positions of a 640-wide
+    # image and DTU depths (~700 mm) would be off by whole pixels and millimetres.
+    with torch.autocast(source.device.type, enabled=False):
+        relative = source_proj.float() @ torch.linalg.inv(reference_proj.float())  # reference (xz, yz, z, 1) -> source
+        rot, trans = relative[:, :3, :3], relative[:, :3, 3:4]
+        rays = rot @ pixel_grid(h, w, source.device)  # [B,3,h*w]: source coordinates of a point at depth 1
+        points = rays.unsqueeze(2) * depths.float().reshape(b, 1, d, h * w) + trans.unsqueeze(-1)  # [B,3,D,h*w]
     z = points[:, 2]
     in_front = z > 1e-6
     z = torch.where(in_front, z, torch.ones_like(z))  # no division by ~0 behind the camera
