@@ -347,6 +347,8 @@ def read_split(path: Path) -> list[tuple[str, int, str]]:
             continue
         if len(fields) != 3 or fields[2] not in SIDES:
             raise InputError(path, f"line {n}: expected 'sequence frame side' with side l or r, got {line.strip()!r}")
+        if not is_folder_name(fields[0]):
+            raise InputError(path, f"line {n}: sequence {fields[0]!r} must be one folder name (no '/' or '..')")
         try:
             frame = int(fields[1])
         except ValueError:
@@ -355,6 +357,10 @@ def read_split(path: Path) -> list[tuple[str, int, str]]:
             raise InputError(path, f"line {n}: frame {frame} is negative")
         rows.append((fields[0], frame, fields[2]))
     return rows
+
+
+def is_folder_name(name: str) -> bool:
+    return name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
 def write_split(path: Path, rows) -> Path:

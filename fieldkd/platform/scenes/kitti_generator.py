@@ -446,7 +446,8 @@ class Options:
     lidar_azimuth_steps: int = 256
     speed: float = 1.0  # metres per frame (KITTI-360: about 1 m at 10 Hz in town)
     no_pose: tuple = (5,)  # frame indices written without a pose line (KITTI-360 has such gaps)
-    test_stride: int = 5  # test split: every n-th posed frame that has 20 sweeps ahead
+    test_stride: int = 5  # test split: every n-th posed frame that has test_sweeps frames ahead
+    test_sweeps: int = 20  # BTS's LiDAR occupancy uses 20 sweeps from the input frame on
     fisheyes: bool = True
     seed: int = 0
 
@@ -488,7 +489,7 @@ def write_sequence(root: Path, sequence: str, seed: int, options: Options, calib
 def write_dataset(root, options: Options = Options(), progress: bool = True) -> Path:
     """A KITTI-360-style dataset of ``train_sequences`` + ``test_sequences`` streets, with split
     files ``splits/train_files.txt`` (both sides of every posed frame with a posed successor) and
-    ``splits/test_files.txt`` (side l, every ``test_stride``-th frame with 20 sweeps ahead)."""
+    ``splits/test_files.txt`` (side l, every ``test_stride``-th frame with ``test_sweeps`` sweeps from it on)."""
     root = Path(root)
     rig = default_rig()
     calib = calibration(rig, options.width, options.height, options.fisheye_size)
@@ -501,7 +502,7 @@ def write_dataset(root, options: Options = Options(), progress: bool = True) -> 
         if index < options.train_sequences:
             train += [(name, f, side) for f in posed if f + 1 in posed for side in ("l", "r")]
         else:
-            ahead = [f for f in posed if all(f + k < options.n_frames for k in range(20))]
+            ahead = [f for f in posed if f + options.test_sweeps <= options.n_frames]
             test += [(name, f, "l") for f in ahead[:: options.test_stride]]
     (root / "splits").mkdir(exist_ok=True)
     kitti360.write_split(root / "splits" / "train_files.txt", train)
