@@ -268,7 +268,8 @@ def test_samples_shapes_intrinsics_and_sides(dataset):
     # side r: camera 01 is the input view, camera 00 the second
     assert torch.equal(b["images"][0], a["images"][1]) and torch.equal(b["images"][1], a["images"][0])
     np.testing.assert_allclose(resize_intrinsics(k, (W, H), (W, H)), k)
-    assert math.isclose(a["cam_to_world"][1][0, 3] - a["cam_to_world"][0][0, 3], 0.0, abs_tol=1.0)
+    baseline = (a["cam_to_world"][1, :3, 3] - a["cam_to_world"][0, :3, 3]).norm()  # the stereo pair's 0.6 m
+    assert math.isclose(float(baseline), gen.BASELINE, rel_tol=1e-5)
 
 
 def test_rank_shards_are_disjoint_and_batches_endless(dataset):
