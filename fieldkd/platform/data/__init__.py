@@ -1,0 +1,1 @@
+"""Data modules: what a training reads (rays of a scene, multi-view samples, frame sequences)."""
