@@ -1,0 +1,1 @@
+"""Multi-view stereo: the cascade network, cross-view consistency and pseudo-labels."""
