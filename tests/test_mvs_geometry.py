@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -259,7 +261,7 @@ def test_depth_map_errors_known_arrays():
 def _bump_scene(n=6, size=112):
     """Six cameras around the bump, the square filling most of each (size x size) image, and
     ground-truth points on the surface every 0.005."""
-    K = intrinsics(f=200.0, h=size, w=size)
+    K = intrinsics(f=200.0 * size / 112, h=size, w=size)
     cams = cap_cameras(n, tilt_deg=12.0)
     views = [{"depth": bump_depth(K, E, size, size), "confidence": np.ones((size, size)),
               "image": np.full((3, size, size), i / 10.0), "K": K, "E": E} for i, E in enumerate(cams)]
@@ -321,3 +323,85 @@ def test_point_cloud_ply_round_trip_and_pictures(tmp_path):
     assert (left == [255, 0, 0]).all(-1).sum() == 100 and (left == 255).all(-1).sum() == 64 * 64 - 100
     assert (right == [255, 0, 0]).all(-1).sum() == 100  # red is at z = 0, nearer when looking along +z
     assert (cloud_figure([(gt, red)], view_dir=(0, 0, -1), size=64, radius=2) == [255, 0, 0]).all(-1).sum() > 100
+
+
+# --- a hook for a DTU scan on disk (MVSNet training layout) --------------------------------------
+
+
+def _read_pfm(path) -> np.ndarray:
+    """A one-channel PFM as (H, W) float32, top row first."""
+    data = path.read_bytes()
+    lines = data.split(b"\n", 3)
+    assert lines[0].strip() == b"Pf", f"{path}: not a one-channel PFM"
+    w, h = (int(v) for v in lines[1].split())
+    scale = float(lines[2])
+    values = np.frombuffer(lines[3], dtype="<f4" if scale < 0 else ">f4", count=w * h)
+    return values.reshape(h, w)[::-1].astype(np.float32)
+
+
+def _read_cam(path) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(K, E, depth_min, depth_max) of an MVSNet camera file."""
+    words = path.read_text().split()
+    e, k = words.index("extrinsic"), words.index("intrinsic")
+    E = np.array(words[e + 1 : e + 17], float).reshape(4, 4)
+    K = np.array(words[k + 1 : k + 10], float).reshape(3, 3)
+    tail = [float(v) for v in words[k + 10 :]]
+    depth_max = tail[3] if len(tail) >= 4 else tail[0] + tail[1] * (tail[2] if len(tail) >= 3 else 192)
+    return K, E, tail[0], depth_max
+
+
+def _read_pairs(path) -> dict[int, list[int]]:
+    lines = path.read_text().split("\n")
+    return {int(lines[1 + 2 * i]): [int(v) for v in lines[2 + 2 * i].split()[1::2]] for i in range(int(lines[0]))}
+
+
+def fusion_check(dataset_dir, scan, *, min_views: int = 2, thin: float = 0.2, max_dist: float = 20.0) -> dict:
+    """Fuse a DTU training scan's ground-truth depth maps and score the cloud against its STL
+    points: a check that the cameras, depths, pairs and points of a scan on disk agree with each
+    other and with the fusion's conventions. Reads ``Cameras/train/{id:08d}_cam.txt``,
+    ``Cameras/pair.txt``, ``Depths/scan{N}_train/depth_map_{id:04d}.pfm`` and
+    ``Points/stl/stl{N:03d}_total.ply``. Returns :func:`mvs_metrics` plus ``points`` (the fused
+    count) and ``depth_range`` (the widest camera-file range), so a caller can assert e.g.
+    ``overall < 0.01 * depth_range`` for exact depth maps."""
+    root, n = Path(dataset_dir), int(str(scan).removeprefix("scan"))
+    pairs = _read_pairs(root / "Cameras" / "pair.txt")
+    views, lo, hi = {}, np.inf, -np.inf
+    for view in pairs:
+        K, E, dmin, dmax = _read_cam(root / "Cameras" / "train" / f"{view:08d}_cam.txt")
+        lo, hi = min(lo, dmin), max(hi, dmax)
+        depth = _read_pfm(root / "Depths" / f"scan{n}_train" / f"depth_map_{view:04d}.pfm")
+        views[view] = {"depth": depth, "K": K, "E": E}
+    points, _ = fuse(views, pairs, min_views=min_views)
+    gt, _ = read_point_cloud(root / "Points" / "stl" / f"stl{n:03d}_total.ply")
+    return {**mvs_metrics(points, gt, max_dist=max_dist, thin=thin), "points": len(points), "depth_range": hi - lo}
+
+
+def _matrix_text(m) -> str:
+    return "\n".join(" ".join(f"{x:.12g}" for x in row) for row in m)
+
+
+def _write_pfm(path, depth):
+    h, w = depth.shape
+    path.write_bytes(f"Pf\n{w} {h}\n-1\n".encode() + np.ascontiguousarray(depth[::-1], dtype="<f4").tobytes())
+
+
+def test_fusion_check_on_a_scan_written_in_the_dtu_layout(tmp_path):
+    views, pairs, gt = _bump_scene(n=5, size=64)
+    (tmp_path / "Cameras" / "train").mkdir(parents=True)
+    (tmp_path / "Depths" / "scan3_train").mkdir(parents=True)
+    (tmp_path / "Points" / "stl").mkdir(parents=True)
+    for i, v in enumerate(views):
+        (tmp_path / "Cameras" / "train" / f"{i:08d}_cam.txt").write_text(
+            f"extrinsic\n{_matrix_text(v['E'])}\n\nintrinsic\n{_matrix_text(v['K'])}\n\n3.5 0.01 48 4.5\n")
+        _write_pfm(tmp_path / "Depths" / "scan3_train" / f"depth_map_{i:04d}.pfm", v["depth"])
+    (tmp_path / "Cameras" / "pair.txt").write_text(
+        f"{len(views)}\n" + "".join(f"{i}\n{len(s)} " + " ".join(f"{j} 1.0" for j in s) + "\n" for i, s in pairs.items()))
+    write_point_cloud_ply(tmp_path / "Points" / "stl" / "stl003_total.ply", gt)
+    result = fusion_check(tmp_path, "scan3", thin=0.0, max_dist=1.0)
+    assert result["depth_range"] == pytest.approx(1.0) and result["points"] > 0.8 * 5 * 40 * 40
+    assert result["overall"] < 0.01 * result["depth_range"]
+    # A scan whose depth maps are stored upside down (a PFM row-order slip) fails the check.
+    for i, v in enumerate(views):
+        _write_pfm(tmp_path / "Depths" / "scan3_train" / f"depth_map_{i:04d}.pfm", v["depth"][::-1])
+    flipped = fusion_check(tmp_path, 3, thin=0.0, max_dist=1.0)
+    assert flipped["points"] < 0.5 * result["points"] and flipped["overall"] > 3 * result["overall"]
