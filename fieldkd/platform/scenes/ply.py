@@ -1,7 +1,8 @@
-"""Minimal PLY mesh writer and reader (triangle meshes).
+"""Minimal PLY writer and reader: triangle meshes and coloured point clouds.
 
-Writer: ``vertex`` with float32 x, y, z and ``face`` with a uchar count and
-int32 indices, binary little-endian (or ASCII). Reader: ASCII or
+Mesh writer: ``vertex`` with float32 x, y, z and ``face`` with a uchar count and
+int32 indices, binary little-endian (or ASCII). Point-cloud writer: ``vertex``
+with float32 x, y, z and optional uchar red, green, blue. Reader: ASCII or
 binary_little_endian, any scalar property types, extra properties skipped;
 polygons are fan-triangulated.
 """
@@ -117,13 +118,12 @@ def _triangles(polygons) -> np.ndarray:
     return np.concatenate(tris).astype(np.int64) if tris else np.zeros((0, 3), np.int64)
 
 
-def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices (V, 3) float32, triangles (F, 3) int64)."""
-    path = Path(path)
+def _read_tables(path: Path) -> dict:
+    """Every element of a PLY file as {element: {property: values}}."""
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise InputError(path, f"cannot read mesh: {e.strerror or e}") from None
+        raise InputError(path, f"cannot read PLY: {e.strerror or e}") from None
     end = data.find(b"end_header")
     if not data.startswith(b"ply") or end < 0:
         raise InputError(path, "not a PLY file (no 'ply' magic or 'end_header')")
@@ -144,10 +144,67 @@ def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                 tables[element["name"]], offset = _read_binary(data, offset, element)
     except (StopIteration, ValueError) as e:
         raise InputError(path, f"PLY body is truncated or malformed ({e or 'too few values'})") from None
+    return tables
+
+
+def _vertices(path: Path, tables: dict) -> np.ndarray:
     if "vertex" not in tables or not {"x", "y", "z"} <= set(tables["vertex"]):
         raise InputError(path, "PLY has no vertex element with x, y, z")
     vertex = tables["vertex"]
-    vertices = np.stack([np.asarray(vertex[k], dtype=np.float32) for k in "xyz"], axis=-1)
+    return np.stack([np.asarray(vertex[k], dtype=np.float32) for k in "xyz"], axis=-1)
+
+
+def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices (V, 3) float32, triangles (F, 3) int64)."""
+    path = Path(path)
+    tables = _read_tables(path)
+    vertices = _vertices(path, tables)
     face = tables.get("face", {})
     polygons = face.get("vertex_indices", face.get("vertex_index", []))
     return vertices, _triangles(polygons)
+
+
+def write_point_cloud(path: str | Path, points: np.ndarray, colours: np.ndarray | None = None,
+                      binary: bool = True) -> None:
+    """Points (N, 3) with optional colours (N, 3): uint8, or floats in [0, 1]."""
+    points = np.asarray(points, dtype="<f4").reshape(-1, 3)
+    props = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if colours is not None:
+        colours = np.asarray(colours)
+        if colours.dtype != np.uint8:
+            colours = np.round(np.clip(colours, 0.0, 1.0) * 255.0).astype(np.uint8)
+        colours = colours.reshape(-1, 3)
+        if len(colours) != len(points):
+            raise ValueError(f"{len(colours)} colours for {len(points)} points")
+        props += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    names = {"<f4": "float", "u1": "uchar"}
+    header = (f"ply\nformat {'binary_little_endian' if binary else 'ascii'} 1.0\nelement vertex {len(points)}\n"
+              + "".join(f"property {names[t]} {n}\n" for n, t in props) + "end_header\n")
+    rows = np.empty(len(points), dtype=props)
+    rows["x"], rows["y"], rows["z"] = points.T
+    if colours is not None:
+        rows["red"], rows["green"], rows["blue"] = colours.T
+    with atomic_open(path) as f:
+        f.write(header.encode("ascii"))
+        if binary:
+            f.write(rows.tobytes())
+        else:
+            for i in range(len(points)):
+                p = points[i]
+                line = f"{p[0]:.9g} {p[1]:.9g} {p[2]:.9g}"
+                if colours is not None:
+                    line += " {} {} {}".format(*colours[i])
+                f.write((line + "\n").encode("ascii"))
+
+
+def read_point_cloud(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(points (N, 3) float32, colours (N, 3) uint8 or None): the vertices of any PLY file (a
+    mesh's faces are ignored), with their red, green and blue when it has them."""
+    path = Path(path)
+    tables = _read_tables(path)
+    points = _vertices(path, tables)
+    vertex = tables["vertex"]
+    if not {"red", "green", "blue"} <= set(vertex):
+        return points, None
+    rgb = np.stack([np.asarray(vertex[k], dtype=np.float64) for k in ("red", "green", "blue")], axis=-1)
+    return points, np.clip(np.round(rgb), 0, 255).astype(np.uint8)

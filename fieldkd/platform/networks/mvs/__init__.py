@@ -5,6 +5,9 @@
     task = SelfSupervisedMVSTask(net, batches, device, cfg)           # the teacher's round
     task = LabelledMVSTask(net, batches, device, cfg)                 # a student's round
     predict(net, batch)                                               # {"depth", "confidence"}
+
+Geometry shared by pseudo-labels and fusion: :mod:`.consistency` (reprojection, agreeing views)
+and :mod:`.labels` (probabilistic pseudo-labels from the cross-view check).
 """
 
 from .network import DEFAULTS, CascadeMVSNet, MVSOutput, build_cascade_mvs
