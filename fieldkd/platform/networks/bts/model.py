@@ -127,7 +127,7 @@ class BTSNet(nn.Module):
         """Each view's input for points [B, N, 3] (world): ([B, V, N, C + PE], valid [B, V, N])."""
         b, v, _, h, w = features.shape
         cam = to_camera(points.unsqueeze(1), cam_to_world)  # [B, V, N, 3]
-        uv, z, valid = project(cam, intrinsics.unsqueeze(2), h, w)
+        uv, z, valid = project(cam, intrinsics, h, w)
         sampled = sample_maps(features.flatten(0, 1), uv.flatten(0, 1)).unflatten(0, (b, v))
         code = torch.cat([normalized_uv(uv, h, w), normalized_inverse_depth(z, self.near, self.far).unsqueeze(-1)],
                          dim=-1)
