@@ -14,7 +14,9 @@ from fieldkd.platform.networks.bts import (
     DistilledBTSTask,
     SelfSupervisedBTSTask,
     build_bts,
+    density_in_input_frame,
     kd_density_loss,
+    predict_occupied,
     reconstruction_loss,
     render_input_depth,
 )
@@ -156,6 +158,18 @@ def test_each_head_names_itself_and_the_head_is_required(sequence):
         assert out.head == head and out.density.shape == (1, 2) and out.valid.all() and (out.density > 0).all()
     with pytest.raises(TypeError):
         net(*batch, points)  # no silent default head
+    # the evaluation helper takes points in the input camera's frame and says which head it used
+    moved = {**sequence, "cam_to_world": torch.stack([_pose(1.0, 10.0), _pose(1.5, 10.0)])}
+    world = moved["cam_to_world"][0, :3, :3] @ points[0].T + moved["cam_to_world"][0, :3, 3:]
+    net.train()
+    occupied, head = predict_occupied(net, moved["images"], moved["intrinsics"], moved["cam_to_world"], points[0],
+                                      head="single", threshold=0.0)
+    assert head == "single" and occupied.all() and net.training  # the training mode is restored
+    direct = net.eval()(*[moved[k][None] for k in ("images", "intrinsics", "cam_to_world")], world.T[None],
+                        head="single")
+    helper = density_in_input_frame(net, moved["images"], moved["intrinsics"], moved["cam_to_world"], points[0],
+                                    head="single")
+    assert torch.allclose(direct.density[0], helper.density, atol=1e-6)
     with pytest.raises(ValueError):
         net(*batch, points, head="coarse")
 

@@ -276,51 +276,77 @@ def _flat(out: DensityOutput) -> DensityOutput:
 
 # -- evaluation helpers ----------------------------------------------------------------------------
 
-@torch.no_grad()
-def density_in_input_frame(net: BTSNet, images, intrinsics, cam_to_world, points_cam: torch.Tensor, *,
-                           head: str, views: int | None = None, chunk: int = 65536) -> DensityOutput:
-    """Densities at points [N, 3] given in the input camera's frame (e.g. the occupancy grid).
+class _evaluating:
+    """Eval mode (BatchNorm running statistics, no view dropout) and no gradients, for a block;
+    the network's previous mode comes back afterwards."""
 
-    images [V, 3, H, W], intrinsics [V, 3, 3], cam_to_world [V, 4, 4] of one sequence;
-    ``views``: how many frames the multi head encodes (all by default)."""
-    net.eval()
-    images, intrinsics, cam_to_world = (torch.as_tensor(x, dtype=torch.float32) for x in
-                                        (images, intrinsics, cam_to_world))
+    def __init__(self, net: torch.nn.Module):
+        self.net, self.was_training = net, net.training
+        self.no_grad = torch.no_grad()
+
+    def __enter__(self):
+        self.net.eval()
+        self.no_grad.__enter__()
+
+    def __exit__(self, *exc):
+        self.no_grad.__exit__(*exc)
+        self.net.train(self.was_training)
+
+
+def _one_sequence(net: BTSNet, images, intrinsics, cam_to_world, head: str, views: int | None):
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    images, intrinsics, cam_to_world = (torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x,
+                                                         dtype=torch.float32) for x in (images, intrinsics, cam_to_world))
     views = 1 if head == "single" else (views or images.shape[0])
     dev = next(net.parameters()).device
-    images, k, c2w = images[None, :views].to(dev), intrinsics[None, :views].to(dev), cam_to_world[None, :views].to(dev)
-    pts = torch.as_tensor(points_cam, dtype=torch.float32, device=dev)
-    world = pts @ c2w[0, 0, :3, :3].T + c2w[0, 0, :3, 3]
-    feats = net.encode(images)
-    parts = [net.density(feats, k, c2w, world[i:i + chunk][None], head=head) for i in range(0, len(world), chunk)]
-    return DensityOutput(torch.cat([o.density[0] for o in parts]), torch.cat([o.valid[0] for o in parts]), head)
+    return images[None, :views].to(dev), intrinsics[None, :views].to(dev), cam_to_world[None, :views].to(dev)
 
 
-@torch.no_grad()
+def density_in_input_frame(net: BTSNet, images, intrinsics, cam_to_world, points_cam, *, head: str,
+                           views: int | None = None, chunk: int = 65536) -> DensityOutput:
+    """Densities at points [N, 3] given in the input camera's frame (e.g. the occupancy grid),
+    in eval mode. images [V, 3, H, W], intrinsics [V, 3, 3], cam_to_world [V, 4, 4] of one
+    sequence; ``views``: how many frames the multi head encodes (all by default)."""
+    with _evaluating(net):
+        images, k, c2w = _one_sequence(net, images, intrinsics, cam_to_world, head, views)
+        pts = torch.as_tensor(np.asarray(points_cam) if not torch.is_tensor(points_cam) else points_cam,
+                              dtype=torch.float32).reshape(-1, 3).to(images.device)
+        world = pts @ c2w[0, 0, :3, :3].T + c2w[0, 0, :3, 3]
+        feats = net.encode(images)
+        parts = [net.density(feats, k, c2w, world[i:i + chunk][None], head=head) for i in range(0, len(world), chunk)]
+        return DensityOutput(torch.cat([o.density[0] for o in parts]), torch.cat([o.valid[0] for o in parts]), head)
+
+
+def predict_occupied(net: BTSNet, images, intrinsics, cam_to_world, points_cam, *, head: str,
+                     threshold: float = 0.5, views: int | None = None) -> tuple[np.ndarray, str]:
+    """Predicted occupancy (density > threshold) of points in the input camera's frame, and
+    the head that produced it (to tag every reported number with)."""
+    out = density_in_input_frame(net, images, intrinsics, cam_to_world, points_cam, head=head, views=views)
+    return (out.density > threshold).cpu().numpy(), out.head
+
+
 def render_input_depth(net: BTSNet, images, intrinsics, cam_to_world, *, head: str, n_samples: int = 64,
                        near: float = 3.0, far: float = 80.0, views: int | None = None,
                        chunk: int = 4096) -> torch.Tensor:
     """Expected depth [H, W] of the input view's rays (frame 0), samples linear in inverse depth."""
-    net.eval()
-    images, intrinsics, cam_to_world = (torch.as_tensor(x, dtype=torch.float32) for x in
-                                        (images, intrinsics, cam_to_world))
-    views = 1 if head == "single" else (views or images.shape[0])
-    dev = next(net.parameters()).device
-    images, k, c2w = images[None, :views].to(dev), intrinsics[None, :views].to(dev), cam_to_world[None, :views].to(dev)
-    h, w = images.shape[-2:]
-    feats = net.encode(images)
-    vs, us = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
-    uv = torch.stack([us, vs], dim=-1).reshape(-1, 2).float()
-    origins, dirs = pixel_rays(k[0, 0], c2w[0, 0], uv)
-    z = inverse_depth_samples(near, far, n_samples, (1,), device=dev)[0]
-    depths = []
-    for i in range(0, len(uv), chunk):
-        o, d = origins[i:i + chunk], dirs[i:i + chunk]
-        pts = o[:, None] + z[None, :, None] * d[:, None]
-        out = net.density(feats, k, c2w, pts.reshape(1, -1, 3), head=head)
-        weights = ray_weights(out.density.reshape(len(o), -1), z.expand(len(o), -1), d.norm(dim=-1))
-        depths.append(expected_depth(weights, z.expand(len(o), -1)))
-    return torch.cat(depths).reshape(h, w)
+    with _evaluating(net):
+        images, k, c2w = _one_sequence(net, images, intrinsics, cam_to_world, head, views)
+        dev = images.device
+        h, w = images.shape[-2:]
+        feats = net.encode(images)
+        vs, us = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
+        uv = torch.stack([us, vs], dim=-1).reshape(-1, 2).float()
+        origins, dirs = pixel_rays(k[0, 0], c2w[0, 0], uv)
+        z = inverse_depth_samples(near, far, n_samples, (1,), device=dev)[0]
+        depths = []
+        for i in range(0, len(uv), chunk):
+            o, d = origins[i:i + chunk], dirs[i:i + chunk]
+            pts = o[:, None] + z[None, :, None] * d[:, None]
+            out = net.density(feats, k, c2w, pts.reshape(1, -1, 3), head=head)
+            zz = z.expand(len(o), -1)
+            depths.append(expected_depth(ray_weights(out.density.reshape(len(o), -1), zz, d.norm(dim=-1)), zz))
+        return torch.cat(depths).reshape(h, w)
 
 
 __all__ = [
