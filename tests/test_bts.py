@@ -337,3 +337,20 @@ def test_a_separate_teacher_is_frozen_and_the_student_moves_towards_it(sequence)
     assert kd_after < 0.5 * kd_before and after < 0.6 * before, (kd_before, kd_after, before, after)  # measured 0.1, 0.34
     with pytest.raises(InputError):
         DistilledBTSTask(student, teacher, iter([]), "cpu", {**TASK, "render_head": "multi"})
+
+
+def test_geometry_stays_exact_under_mixed_precision(sequence):
+    """The loop autocasts on GPUs; projections and feature sampling must not drop to bf16."""
+    net = _net()
+    K_wide = torch.tensor([[500.0, 0.0, 319.5], [0.0, 500.0, 95.5], [0.0, 0.0, 1.0]])
+    pixels = torch.tensor([[600.25, 150.75]])
+    origins, dirs = pixel_rays(K_wide, _pose(0.3, 5.0), pixels)
+    points = origins + 47.0 * dirs
+    feats = torch.randn(1, 1, 16, 192, 640)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inputs, valid = net.point_inputs(feats, K_wide[None, None], _pose(0.3, 5.0)[None, None], points[None])
+        task = SelfSupervisedBTSTask(net, iter([]), "cpu", TASK, "multi")
+        loss, _, _ = task.batch_loss(sequence)
+    exact, _ = net.point_inputs(feats, K_wide[None, None], _pose(0.3, 5.0)[None, None], points[None])
+    assert valid.all() and torch.allclose(inputs[..., :16].float(), exact[..., :16], atol=1e-3)
+    assert torch.isfinite(loss)

@@ -8,6 +8,7 @@ u = v = 0). Depth ``z`` is the camera-frame z, not the distance along the ray.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -16,12 +17,26 @@ import torch.nn.functional as F
 EPS = 1e-3  # a point closer than this to a camera's plane counts as behind it
 
 
+def full_precision(fn):
+    """Run ``fn`` in float32 with autocast off: under mixed precision a bf16 matmul would
+    put a 640-pixel-wide projection pixels off and a point 50 m away decimetres off."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device = next((a.device.type for a in args if torch.is_tensor(a)), "cpu")
+        args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+        with torch.autocast(device_type=device, enabled=False):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@full_precision
 def to_camera(points: torch.Tensor, cam_to_world: torch.Tensor) -> torch.Tensor:
     """World points [..., N, 3] into the frame of cameras [..., 4, 4]: [..., N, 3]."""
     rot, trans = cam_to_world[..., :3, :3], cam_to_world[..., :3, 3]
     return (points - trans.unsqueeze(-2)) @ rot  # R^T (p - t), as row vectors
 
 
+@full_precision
 def project(points_cam: torch.Tensor, K: torch.Tensor, height: int, width: int):
     """Camera-frame points [..., N, 3] -> (pixel uv [..., N, 2], depth z [..., N], valid [..., N]).
 
@@ -45,13 +60,14 @@ def normalized_uv(uv: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return uv * scale - 1.0
 
 
+@full_precision
 def sample_maps(maps: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """Bilinear samples of maps [B, C, H, W] at pixel coordinates uv [B, N, 2]: [B, N, C].
 
     Border padding: a point just outside the image takes the edge value (its
     validity is decided by ``project``, not here)."""
     h, w = maps.shape[-2:]
-    grid = normalized_uv(uv, h, w).unsqueeze(1).to(maps.dtype)  # [B, 1, N, 2]
+    grid = normalized_uv(uv, h, w).unsqueeze(1)  # [B, 1, N, 2]
     out = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out[:, :, 0].transpose(1, 2)
 
@@ -93,6 +109,7 @@ def inverse_depth_samples(near: float, far: float, n: int, shape: tuple = (), ji
     return 1.0 / (inv_near + t * (inv_far - inv_near))
 
 
+@full_precision
 def pixel_rays(K: torch.Tensor, cam_to_world: torch.Tensor, uv: torch.Tensor):
     """Rays through pixel coordinates uv [..., N, 2] of cameras K [..., 3, 3], cam_to_world [..., 4, 4].
 
