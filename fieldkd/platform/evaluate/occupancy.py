@@ -26,6 +26,8 @@ import numpy as np
 
 from ._arrays import to_numpy
 
+N_SWEEPS = 20     # the official evaluator's sweeps per frame (the frame's and the next 19)
+MIN_BEHIND = 18   # ... of which a cell must be behind a surface in this many to count as occupied
 GRID_DEFAULTS = dict(x_range=(-4.0, 4.0), z_range=(4.0, 20.0), y_range=(0.0, 0.75), y_slices=1,
                      points_per_metre=10.0, pitch_deg=5.0)
 
@@ -93,7 +95,7 @@ def behind_surface(queries, surface_points, origin=(0.0, 0.0, 0.0), up=(0.0, 0.0
     return q_rng > ranges[q_bin]
 
 
-def lidar_occupancy(queries_world, sweeps, min_behind: int = 18, **range_image) -> tuple[np.ndarray, np.ndarray]:
+def lidar_occupancy(queries_world, sweeps, min_behind: int = MIN_BEHIND, **range_image) -> tuple[np.ndarray, np.ndarray]:
     """Ground-truth occupancy of world points [N, 3] from LiDAR sweeps.
 
     sweeps: a sequence of (points [M, 3] in the sensor frame, sensor_to_world [4, 4]),
