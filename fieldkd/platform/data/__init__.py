@@ -1,0 +1,1 @@
+"""Data modules: what a training draws its batches from (multi-view samples: multiview.py)."""
