@@ -13,7 +13,7 @@ from PIL import Image
 
 from fieldkd.platform.cli import compose_config
 
-MARGIN_CLI = 8.0  # dB over the untrained control
+GAIN = 4.0  # dB over the same field untrained
 
 
 def fieldkd(args, cwd, uri):
@@ -44,9 +44,9 @@ def test_run_baseline_and_find_it_in_mlflow(tiny_blender, tmp_path):
     summary = json.loads(lines[-1])
     assert set(summary) == {"run_id", "method", "metrics", "seconds"}
     assert summary["method"] == "baseline"
-    # The same field, untrained, on the same views: 9.6 dB. Trained: MEASURED.
+    # The same field untrained, on the same two views: 10.77 dB; this training, observed: 19.06 dB.
     control = untrained_psnr(compose_config(overrides))
-    assert summary["metrics"]["test/psnr"] > control + MARGIN_CLI, (summary["metrics"], control)
+    assert summary["metrics"]["test/psnr"] > control + GAIN, (summary["metrics"], control)
 
     client = MlflowClient(uri)
     run = client.get_run(summary["run_id"])

@@ -13,7 +13,7 @@ from fieldkd.platform.cli import compose_config
 from fieldkd.platform.runner import execute
 
 STEPS = 150
-GAIN = 6.0  # dB over the same field untrained (9.6 dB on the scored view); observed: MEASURED_STUDENTS
+GAIN = 3.5  # dB over the same field untrained (9.6 dB on the scored view); observed: MEASURED_STUDENTS
 
 
 def baseline_config(tiny_blender, tmp_path, *extra, steps=STEPS):

@@ -24,9 +24,10 @@ from fieldkd.platform.compute.search_space import (hydra_value, load_space, para
 from fieldkd.platform.errors import InputError
 
 SUMMARY_KEYS = {"run_id", "method", "metrics", "best_config", "seconds"}
-# dB over the same hash field untrained (9.6 dB on the scored view), from observed scores.
-GAIN_40 = 4.0  # 40 steps; observed: MEASURED_ASHA
-GAIN_80 = 6.0  # 80 steps; observed: MEASURED_RESUME
+# dB over the same hash field untrained (9.6 dB on the scored view). Observed for these configs
+# trained alone (lr 0.01): 11.14 dB after 40 steps, 17.33 dB after 80.
+GAIN_40 = 0.7
+GAIN_80 = 4.0
 
 
 def tiny(scene_dir, output_dir, steps=40, eval_every=10):
