@@ -44,8 +44,15 @@ def test_two_workers_match_one_worker(tiny_blender, tmp_path, mlflow_uri, module
 
 
 def train_worker_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))]
+    """The Ray Train workers of this test's Ray (descendants of this process: the machine may run others)."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if any("RayTrainWorker" in part for part in p.cmdline()):
+                found.append(p.pid)
+        except psutil.Error:  # gone meanwhile
+            continue
+    return found
 
 
 def test_a_killed_train_worker_is_restored(tiny_blender, tmp_path, mlflow_uri, module_ray):
