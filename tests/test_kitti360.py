@@ -331,3 +331,25 @@ def test_fisheye_views_resampled_ahead_and_skipped_without_pose(dataset):
     assert SequenceData(**data.config()).views(item) == data.views(item)  # what Ray workers rebuild
     plain = SequenceData(dataset, split_file=split, height=H, width=W)
     assert plain.frames_per_sample == 4 and plain.sample(plain.train[0])["images"].shape == (4, 3, H, W)
+
+
+def test_culled_intersection_is_the_full_one_bit_for_bit(one_torch_thread):
+    """Bundles that test only the shapes in their cone give exactly the rays' hits against every shape
+    (the unculled path, the generator's original arithmetic)."""
+    geometry = gen.Geometry(gen.make_street(4, 110.0))
+    rig = gen.default_rig()
+    calib = gen.calibration(rig, W, H, FISH)
+    pose = gen.vehicle_poses(30, 20.0, 1.0, 0.5)[23]
+    cases = [(pose @ rig.rect_to_pose["image_00"], gen.pinhole_dirs(calib.intrinsics("image_00"), W, H)),
+             (pose @ rig.fisheye_to_pose["image_03"], gen.mei_dirs(calib.fisheyes["image_03"])[0]),
+             (pose @ rig.velo_to_pose, gen.lidar_dirs(90)[:, None])]
+    for c2w, local in cases:
+        dirs = local.reshape(-1, 3) @ torch.as_tensor(c2w[:3, :3], dtype=torch.float32).T
+        origins = torch.as_tensor(c2w[:3, 3], dtype=torch.float32).expand_as(dirs).contiguous()
+        fast = geometry.intersect(origins, dirs, 80.0)
+        slow = geometry.intersect(origins, dirs, 80.0, cull=False)
+        hit = slow[1]
+        assert 0.3 < hit.float().mean() and torch.equal(fast[1], hit) and torch.equal(fast[0], slow[0])
+        assert torch.equal(fast[2][hit], slow[2][hit]) and torch.equal(fast[3][hit], slow[3][hit])
+    order = gen.direction_order(dirs)
+    assert torch.equal(order.sort().values, torch.arange(len(dirs)))
