@@ -37,12 +37,13 @@ from .cache import cache_root
 from .kitti360 import Calibration, MeiCamera
 from .tracer import AMBIENT, LIGHT_DIR, one_thread
 
-KITTI_GENERATOR_VERSION = 1  # bump when the generated files change (invalidates the cache)
+KITTI_GENERATOR_VERSION = 2  # bump when the generated files change (invalidates the cache)
 ROAD_HALF = 5.0  # metres from the street's centre line to the kerb
 KERB = 0.15  # kerb height
 LANE_Y = -2.0  # the vehicle drives in the right lane
 IMU_HEIGHT = 0.95  # vehicle (pose) frame origin above the road
 BASELINE = 0.6  # stereo baseline, as KITTI-360's
+CAMERA_PITCH = 5.0  # degrees down, the tilt BTS's occupancy evaluator assumes for KITTI-360's camera 00
 LIDAR_ELEVATION = (2.0, -24.8)  # degrees, HDL-64E's beam range
 LIDAR_RANGE = (0.9, 80.0)
 MAX_RANGE = 80.0  # camera rays stop here (sky)
@@ -463,7 +464,8 @@ class Rig:
 
 
 def default_rig() -> Rig:
-    rect00 = transform(FORWARD @ rotation("x", -1.5), [1.2, 0.3, 1.5 - IMU_HEIGHT])  # pitched 1.5 deg down
+    # Pitched down by CAMERA_PITCH, as KITTI-360's camera: the occupancy evaluator levels its slab by that angle.
+    rect00 = transform(FORWARD @ rotation("x", -CAMERA_PITCH), [1.2, 0.3, 1.5 - IMU_HEIGHT])
     rect01 = rect00 @ transform(np.eye(3), [BASELINE, 0.0, 0.0])
     fish02 = transform(LEFT @ rotation("x", -12.0), [0.8, 0.9, 1.4 - IMU_HEIGHT])
     fish03 = transform(RIGHT @ rotation("x", -12.0), [0.8, -0.9, 1.4 - IMU_HEIGHT])
