@@ -5,7 +5,8 @@ A sequence is a straight street of analytic SDF shapes in metres (world z up, th
 kerbs, poles and trees on the pavements. A vehicle drives down the right lane; its rig carries a
 rectified stereo pair (cameras 00/01, 1.5 m above the road), two side fisheyes (02/03, MEI
 model) and a 64-beam LiDAR. Images are ray-traced with one ray per pixel, LiDAR sweeps with one
-ray per beam and azimuth step. The street's parameters are saved next to the layout
+ray per beam and azimuth step; rays from one sensor are tested in direction bundles against only
+the shapes each bundle can reach (:meth:`Geometry.intersect`). The street's parameters are saved next to the layout
 (``ground_truth/<seq>/street.json``): :func:`load_street` and :func:`exact_occupancy` give the
 exact occupancy that the LiDAR-derived ground truth approximates.
 
