@@ -4,7 +4,13 @@ no update at all where a row is not."""
 import pytest
 import torch
 
-from fieldkd.platform.train.loop import TrainerConfig, make_optimizer
+from fieldkd.platform.evaluate.image import mse_to_psnr
+from fieldkd.platform.fields import build_field
+from fieldkd.platform.fields.presets import TINY_CONFIGS
+from fieldkd.platform.render import RenderConfig, Renderer
+from fieldkd.platform.scenes import load_scene
+from fieldkd.platform.train.loop import Trainer, TrainerConfig, make_optimizer
+from fieldkd.platform.train.photometric import PhotometricTask
 from fieldkd.platform.train.sparse_adam import SparseAdam
 
 BETAS, EPS, LR = (0.9, 0.99), 1e-15, 1e-2
@@ -99,13 +105,6 @@ def test_selected_by_trainer_config_and_checkpoints_with_weights_only(one_torch_
 
 def train_psnr(scene, optimizer: str, steps: int) -> tuple[float, float]:
     """(initial, final) PSNR on two training views of a short hash-field training."""
-    from fieldkd.platform.evaluate.image import mse_to_psnr
-    from fieldkd.platform.fields import build_field
-    from fieldkd.platform.fields.presets import TINY_CONFIGS
-    from fieldkd.platform.render import Renderer, RenderConfig
-    from fieldkd.platform.train.loop import Trainer
-    from fieldkd.platform.train.photometric import PhotometricTask
-
     torch.manual_seed(0)
     field = build_field("hash", scene.aabb, **TINY_CONFIGS["hash"])
     renderer = Renderer(scene.aabb, scene.near, scene.far, scene.background,
@@ -127,8 +126,6 @@ def train_psnr(scene, optimizer: str, steps: int) -> tuple[float, float]:
 def test_short_training_matches_dense_adam(one_torch_thread, tiny_blender):
     # Measured (200 steps, tiny scene, seed 0): PSNR 10.0 at init, 22.39 with AdamW, 22.18 with
     # sparse_adam (0.2 dB apart; 0.05 dB with a 64^3 occupancy grid). The margin allows 0.5 dB.
-    from fieldkd.platform.scenes import load_scene
-
     scene = load_scene("blender", tiny_blender)
     initial, dense = train_psnr(scene, "adamw", 200)
     _, lazy = train_psnr(scene, "sparse_adam", 200)
