@@ -40,6 +40,7 @@ from fieldkd.platform.render import RenderConfig, Renderer  # noqa: E402
 from fieldkd.platform.scenes import default_scene_dir, load_scene  # noqa: E402
 from fieldkd.platform.train.loop import TrainerConfig, make_optimizer, seed_everything  # noqa: E402
 from fieldkd.platform.train.photometric import PhotometricTask  # noqa: E402
+from fieldkd.platform.train.sparse_adam import touched_rows  # noqa: E402
 
 
 class Recording(torch.nn.Module):
@@ -56,10 +57,13 @@ class Recording(torch.nn.Module):
         return out
 
 
-def build(cfg: dict, optimizer: str, packed: bool):
+def scene_of(cfg: dict):
     scene_cfg = cfg["scene"]
     path = scene_cfg["path"] or default_scene_dir(scene_cfg["generate"], scene_cfg["format"])
-    scene = load_scene(scene_cfg["format"], path, background=tuple(scene_cfg["background"]))
+    return load_scene(scene_cfg["format"], path, background=tuple(scene_cfg["background"]))
+
+
+def build(cfg: dict, scene, optimizer: str, packed: bool):
     seed_everything(cfg["seed"])
     options = {k: v for k, v in cfg["field"].items() if k != "name"}
     options["backend"] = "torch"
@@ -76,10 +80,12 @@ def build(cfg: dict, optimizer: str, packed: bool):
 class Run:
     """One training being stepped by hand, with the time of each phase of its last step."""
 
-    def __init__(self, cfg, optimizer: str, packed: bool):
+    def __init__(self, cfg, scene, optimizer: str, packed: bool):
         self.name = f"{optimizer} + {'packed' if packed else 'padded'}"
-        self.task, self.optimizer, self.recorder = build(cfg, optimizer, packed)
+        self.task, self.optimizer, self.recorder = build(cfg, scene, optimizer, packed)
         self.step_index = 0
+        self.touched = []  # with count_touched: the share of hash-table rows each step's gradient touched
+        self.count_touched = False
 
     def step(self) -> tuple[dict, int]:
         clock = time.perf_counter
@@ -89,6 +95,10 @@ class Run:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         t2 = clock()
+        if self.count_touched:
+            table = self.task.field.encoding.table
+            self.touched.append(touched_rows(table.grad).numel() / table.shape[0])
+            t2 = clock()
         self.optimizer.step()
         t3 = clock()
         self.task.after_step(self.step_index)
@@ -116,7 +126,8 @@ def load_average() -> str:
 
 def speed(cfg, args) -> None:
     variants = [(o, p) for p in (False, True) for o in ("adamw", "sparse_adam")]
-    runs = [Run(cfg, o, p) for o, p in variants]
+    scene = scene_of(cfg)
+    runs = [Run(cfg, scene, o, p) for o, p in variants]
     for run in runs:
         for _ in range(args.warmup):
             run.step()
@@ -150,9 +161,10 @@ def speed(cfg, args) -> None:
 
 
 def profile(cfg, args) -> None:
-    run = Run(cfg, "adamw", False)
+    run = Run(cfg, scene_of(cfg), "adamw", False)
     for _ in range(args.warmup):
         run.step()
+    run.count_touched = True
     load_before = load_average()
     totals = {"render_loss": [], "backward": [], "optimizer": [], "occupancy": [], "field_fwd": [], "field_bwd": []}
     n_samples = []
@@ -168,12 +180,12 @@ def profile(cfg, args) -> None:
     step = mean["render_loss"] + mean["backward"] + mean["optimizer"] + mean["occupancy"]
     field = mean["field_fwd"] + mean["field_bwd"]
     layout = mean["render_loss"] + mean["backward"] - field
+    every = cfg["render"]["occupancy_update_every"]
     rows = [
         ["field forward (hash encoding + MLPs)", mean["field_fwd"] / step],
         ["field backward", mean["field_bwd"] / step],
         ["optimizer step (AdamW over the whole table)", mean["optimizer"] / step],
-        ["occupancy refresh (every "
-         f"{cfg['render']['occupancy_update_every']} steps, amortised)", mean["occupancy"] / step],
+        [f"occupancy refresh (every {every} steps, amortised)", mean["occupancy"] / step],
         ["sampling, culling, padded layout, compositing, loss (fwd + bwd)", layout / step],
     ]
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -187,12 +199,14 @@ def profile(cfg, args) -> None:
             f"absolute times. Default config (hash field, torch backend, {cfg['trainer']['batch_rays']} rays x "
             f"{cfg['render']['samples_per_ray']} samples, occupancy grid), steps {args.warmup}-"
             f"{args.warmup + args.steps} (after the grid's warm-up), mean "
-            f"{statistics.fmean(n_samples):.0f} field samples per step. The field's share is its forward and "
+            f"{statistics.fmean(n_samples):.0f} field samples per step, whose gradient touched "
+            f"{statistics.fmean(run.touched):.0%} of the hash table's rows. The field's share is its forward and "
             f"backward timed alone on the same points; the layout row is the rest of rendering, loss and "
             f"backward.\n\n{table}\n\nBusiest operators over {args.profiled_steps} further steps "
             f"(torch profiler, self CPU time):\n\n```\n{ops}\n```")
     payload = {"command": command_line(), "load_average_before": load_before,
-               "mean_seconds": mean, "samples_per_step": statistics.fmean(n_samples)}
+               "mean_seconds": mean, "samples_per_step": statistics.fmean(n_samples),
+               "touched_row_share": statistics.fmean(run.touched)}
     write_results("profile_hash_step", payload, text)
 
 
