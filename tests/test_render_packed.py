@@ -57,7 +57,7 @@ def grads(field):
 def render_with_grads(renderer, field, batch, train):
     field.zero_grad(set_to_none=True)
     torch.manual_seed(3)  # the same jitter in both modes
-    out = renderer.render_rays(field, batch, train=train)
+    out = renderer.render_rays(field, batch, train=train, with_samples=True)
     loss = sum(out[k].square().sum() for k in ("rgb", "depth", "opacity", "normal", "uncertainty"))
     loss.backward()
     return out, grads(field)
@@ -83,6 +83,9 @@ def test_packed_equals_dense_with_extras_and_gradients(one_torch_thread, occupan
     for key in ("rgb", "depth", "opacity", "weights", "normal", "uncertainty"):
         assert a[key].shape == b[key].shape, key
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-5), key
+    # with_samples: the same samples, in the same order, for losses on individual samples.
+    assert torch.equal(a["live"], b["live"]) and torch.equal(a["points"], b["points"])
+    assert torch.equal(a["field_output"].density, b["field_output"].density)
     assert a["opacity"].max() > 0.5  # some rays are nearly opaque: the transmittance matters
     for ga, gb in zip(grads_a, grads_b):
         assert torch.allclose(ga, gb, atol=1e-5, rtol=1e-4)
