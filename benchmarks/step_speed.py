@@ -157,7 +157,7 @@ def speed(cfg, args) -> None:
             f"after, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s)): ratios, not absolute "
             f"times. {args.warmup} warm-up steps each, then {args.rounds} interleaved rounds of {args.block} "
             f"steps per variant.\n\n{table}")
-    write_results("step_speed", payload, text)
+    write_results(args.name, payload, text)
 
 
 def profile(cfg, args) -> None:
@@ -219,6 +219,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=4, help="speed: interleaved rounds")
     parser.add_argument("--block", type=int, default=16, help="speed: steps per variant and round")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--name", default="step_speed", help="speed: results/NAME.md and .json")
     parser.add_argument("overrides", nargs="*", help="config overrides, as for fieldkd run")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
