@@ -73,7 +73,7 @@ def test_stage_trainer_sections_take_the_root_trainer_keys():
                           "+student.lr_by_field.hash=0.02", "trainer.steps=1e3"])
     assert cfg["teacher"]["trainer"]["eval_every"] == 0 and cfg["student"]["trainer"]["warmup_steps"] == 3
     assert cfg["student"]["lr_by_field"]["hash"] == 0.02 and cfg["trainer"]["steps"] == 1000
-    with pytest.raises(InputError, match=r"^dac\.finetune\.trainer\.optimizer: must be one of adam, adamw or null"):
+    with pytest.raises(InputError, match=r"^dac\.finetune\.trainer\.optimizer: must be one of adam, adamw, sparse_adam or null"):
         compose_config(["method=dac", "dac.finetune.trainer.optimizer=sgd"])
     with pytest.raises(InputError, match=r"^student\.trainer\.warmup: no such config key "
                                          r"\(did you mean student\.trainer\.warmup_steps\?\)"):

@@ -2,26 +2,44 @@
 
 import math
 
+import pytest
 import torch
 
 from fieldkd.platform.render import OccupancyGrid, Renderer, RenderConfig, composite, ray_aabb_intersect, stratified
+from fieldkd.platform.render.packed import composite_packed
 from fieldkd.platform.scenes.cameras import look_at, rays_through_pixels
 
+# Every rendering test runs on the padded (rays, samples) layout and on packed samples (render.packed).
+LAYOUTS = pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 
-def test_constant_density_slab_transmittance():
+
+def composite_in(packed, densities, t_starts, t_ends, colors=None, background=None):
+    """composite() on (R, S) inputs, or composite_packed() on the same samples as a flat list."""
+    if not packed:
+        return composite(densities, t_starts, t_ends, colors, background)
+    n_rays, n_samples = densities.shape
+    ray_indices = torch.arange(n_rays).repeat_interleave(n_samples)
+    flat_colors = None if colors is None else colors.reshape(n_rays * n_samples, -1)
+    return composite_packed(densities.reshape(-1), t_starts.reshape(-1), t_ends.reshape(-1), ray_indices, n_rays,
+                            flat_colors, background)
+
+
+@LAYOUTS
+def test_constant_density_slab_transmittance(packed):
     # A ray crossing a slab of density sigma and thickness L keeps exp(-sigma * L) of its light.
     sigma, thickness = 0.7, 2.5
     t = torch.linspace(0.0, thickness, 257)[None]
     densities = torch.full((1, 256), sigma)
-    out = composite(densities, t[:, :-1], t[:, 1:])
+    out = composite_in(packed, densities, t[:, :-1], t[:, 1:])
     assert math.isclose(1.0 - out["opacity"].item(), math.exp(-sigma * thickness), rel_tol=1e-5)
 
 
-def test_composite_onto_background():
+@LAYOUTS
+def test_composite_onto_background(packed):
     t = torch.linspace(2.0, 4.0, 65)[None]
     densities = torch.full((1, 64), 0.3)
     colors = torch.tensor([1.0, 0.0, 0.0]).expand(1, 64, 3)
-    out = composite(densities, t[:, :-1], t[:, 1:], colors, background=torch.tensor([0.0, 0.0, 1.0]))
+    out = composite_in(packed, densities, t[:, :-1], t[:, 1:], colors, background=torch.tensor([0.0, 0.0, 1.0]))
     keep = math.exp(-0.3 * 2.0)
     assert torch.allclose(out["rgb"], torch.tensor([[1 - keep, 0.0, keep]]), atol=1e-5)
 
@@ -54,12 +72,13 @@ class SolidSphere(torch.nn.Module):
         return out
 
 
-def test_sphere_depth_matches_closed_form():
+@LAYOUTS
+def test_sphere_depth_matches_closed_form(packed):
     # Camera at distance 3 looking at a unit-density ball of radius 0.5: the centre
     # pixel's depth is 2.5, and an off-centre ray's distance solves |o + t d| = r.
     c2w = look_at(torch.tensor([3.0, 0.0, 0.0]), torch.zeros(3))[None]
     renderer = Renderer(torch.tensor([[-1.0] * 3, [1.0] * 3]), 0.1, 10.0, torch.ones(3),
-                        RenderConfig(samples_per_ray=2048, occupancy=False))
+                        RenderConfig(samples_per_ray=2048, occupancy=False, packed=packed))
     f = torch.tensor([100.0])
     px, py = torch.tensor([50.0 - 0.5, 60.0 - 0.5]), torch.tensor([50.0 - 0.5, 50.0 - 0.5])
     rays = rays_through_pixels(c2w.expand(2, 4, 4), f.expand(2), f.expand(2), torch.tensor([50.0] * 2),
@@ -81,7 +100,8 @@ def test_stratified_samples_stay_in_their_bins():
     assert torch.allclose(starts[:, 0], t_near) and torch.allclose(ends[:, -1], t_far)
 
 
-def test_occupancy_grid_skips_empty_space_without_changing_the_image():
+@LAYOUTS
+def test_occupancy_grid_skips_empty_space_without_changing_the_image(packed):
     aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
     sphere = SolidSphere()
     c2w = look_at(torch.tensor([0.0, -3.0, 1.0]), torch.zeros(3))[None]
@@ -89,10 +109,11 @@ def test_occupancy_grid_skips_empty_space_without_changing_the_image():
     rays = rays_through_pixels(c2w.expand(n, 4, 4), torch.full((n,), 40.0), torch.full((n,), 40.0),
                                torch.full((n,), 16.0), torch.full((n,), 16.0),
                                torch.arange(n).float() % 32, torch.arange(n).float() // 2)
-    dense = Renderer(aabb, 0.1, 10.0, torch.ones(3), RenderConfig(samples_per_ray=256, occupancy=False))
+    dense = Renderer(aabb, 0.1, 10.0, torch.ones(3), RenderConfig(samples_per_ray=256, occupancy=False,
+                                                                  packed=packed))
     skip = Renderer(aabb, 0.1, 10.0, torch.ones(3), RenderConfig(samples_per_ray=256, occupancy=True,
                                                                  occupancy_resolution=32,
-                                                                 occupancy_warmup_steps=0))
+                                                                 occupancy_warmup_steps=0, packed=packed))
     torch.manual_seed(0)  # the grid update samples cells at random
     skip.grid.density_ema.zero_()
     for step in range(4):

@@ -3,7 +3,9 @@
 Samples are laid out densely as (rays, samples); the occupancy grid marks
 which of them can matter, and only those are sent to the field. The others
 keep zero density, so compositing stays exact while the field, the costly
-part, sees only occupied space.
+part, sees only occupied space. With ``packed`` the live samples stay a flat
+list with their ray indices and are composited by per-ray segment sums
+(render/packed.py); the result is the same, without the (rays, samples) arrays.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from ..scenes.cameras import Cameras, Rays
 from .composite import composite, composite_values
 from .occupancy import OccupancyGrid
+from .packed import composite_packed, composite_values_packed
 from .samplers import ray_bounds, stratified
 
 
@@ -27,6 +30,7 @@ class RenderConfig:
     occupancy_threshold: float = 0.01
     occupancy_update_every: int = 16
     occupancy_warmup_steps: int = 64
+    packed: bool = False  # composite the live samples as a flat list (see render/packed.py)
 
 
 class Renderer:
@@ -72,6 +76,20 @@ class Renderer:
         if self.grid is not None:
             live &= self.grid.query(points)
 
+        if self.cfg.packed:
+            out, output, extras = self._composite_packed(field, rays, points, live, t_starts, t_ends)
+        else:
+            out, output, extras = self._composite_dense(field, rays, points, live, t_starts, t_ends)
+        out["depth"] = out["depth"] * rays.z_scale
+        clash = set(extras) & set(out)
+        if clash:
+            raise ValueError(f"field extras {sorted(clash)} clash with the renderer's own outputs")
+        out.update(extras)
+        if with_samples:
+            out.update(points=points, live=live, field_output=output, t_starts=t_starts, t_ends=t_ends)
+        return out, tuple(extras)
+
+    def _composite_dense(self, field, rays: Rays, points, live, t_starts, t_ends):
         n_samples = t_starts.shape[1]
         sel_points = points[live]
         sel_dirs = rays.directions[:, None, :].expand(-1, n_samples, -1)[live]
@@ -84,16 +102,25 @@ class Renderer:
             colors = colors.masked_scatter(live[..., None].expand_as(colors), output.rgb.to(colors.dtype))
 
         out = composite(densities, t_starts, t_ends, colors, self.background)
-        out["depth"] = out["depth"] * rays.z_scale
         out["n_samples"] = int(live.sum())
-        extras = _composite_extras(field, output, live, out["weights"])
-        clash = set(extras) & set(out)
-        if clash:
-            raise ValueError(f"field extras {sorted(clash)} clash with the renderer's own outputs")
-        out.update(extras)
-        if with_samples:
-            out.update(points=points, live=live, field_output=output, t_starts=t_starts, t_ends=t_ends)
-        return out, tuple(extras)
+        return out, output, _composite_extras(field, output, live, out["weights"])
+
+    def _composite_packed(self, field, rays: Rays, points, live, t_starts, t_ends):
+        # nonzero() is row-major: the field sees the very samples, in the very order, of the dense path.
+        ray_idx, sample_idx = live.nonzero(as_tuple=True)
+        n_rays = t_starts.shape[0]
+        output = field(points[ray_idx, sample_idx], rays.directions[ray_idx]) if ray_idx.numel() else None
+        starts, ends = t_starts[ray_idx, sample_idx], t_ends[ray_idx, sample_idx]
+        if output is None:
+            densities, colors = starts.new_zeros(0), starts.new_zeros(0, 3)
+        else:
+            densities, colors = output.density.to(starts.dtype), output.rgb.to(starts.dtype)
+        out = composite_packed(densities, starts, ends, ray_idx, n_rays, colors, self.background)
+        packed_weights = out["weights"]
+        # The (rays, samples) weights of the output contract; one scatter, outside the rendering math.
+        out["weights"] = packed_weights.new_zeros(t_starts.shape).index_put((ray_idx, sample_idx), packed_weights)
+        out["n_samples"] = int(ray_idx.numel())
+        return out, output, _composite_extras_packed(field, output, ray_idx, n_rays, packed_weights)
 
     @torch.no_grad()
     def render_image(self, field, cameras: Cameras, index: int, device=None) -> dict[str, torch.Tensor]:
@@ -139,21 +166,35 @@ class Renderer:
 DETACHED_EXTRAS = frozenset({"uncertainty"})
 
 
+def _missing_extras(field, like: torch.Tensor, n_rays: int) -> dict[str, torch.Tensor]:
+    """Without live samples the field was not called; its declared ``extra_shapes``
+    (if any) still give every extra, as zeros, so a batch always has the same keys."""
+    module = getattr(field, "module", field)  # DistributedDataParallel wraps the field
+    shapes = getattr(module, "extra_shapes", None) or {}
+    return {k: like.new_zeros((n_rays, *shape)) for k, shape in shapes.items()}
+
+
 def _composite_extras(field, output, live: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each per-sample extra scattered back to (R, S, ...) and composited with ``weights``
-    (detached for :data:`DETACHED_EXTRAS`).
-
-    Without live samples the field was not called; its declared ``extra_shapes``
-    (if any) still give every extra, as zeros, so a batch always has the same keys.
-    """
+    (detached for :data:`DETACHED_EXTRAS`)."""
     if output is None:
-        module = getattr(field, "module", field)  # DistributedDataParallel wraps the field
-        shapes = getattr(module, "extra_shapes", None) or {}
-        return {k: weights.new_zeros(weights.shape[:1] + tuple(shape)) for k, shape in shapes.items()}
+        return _missing_extras(field, weights, weights.shape[0])
     out = {}
     for name, value in (getattr(output, "extras", None) or {}).items():
         full = weights.new_zeros(*live.shape, *value.shape[1:])
         mask = live.reshape(*live.shape, *([1] * (value.dim() - 1))).expand_as(full)
         used = weights.detach() if name in DETACHED_EXTRAS else weights
         out[name] = composite_values(used, full.masked_scatter(mask, value.to(full.dtype)))
+    return out
+
+
+def _composite_extras_packed(field, output, ray_indices: torch.Tensor, n_rays: int,
+                             weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`_composite_extras` on packed samples: ``weights`` (N,) in the field's sample order."""
+    if output is None:
+        return _missing_extras(field, weights, n_rays)
+    out = {}
+    for name, value in (getattr(output, "extras", None) or {}).items():
+        used = weights.detach() if name in DETACHED_EXTRAS else weights
+        out[name] = composite_values_packed(used, value.to(weights.dtype), ray_indices, n_rays)
     return out

@@ -22,6 +22,7 @@ from ..errors import StageError
 from .checkpoint import Checkpoints, DirectoryCheckpoints
 from .progress import Progress
 from .schedule import lr_factor
+from .sparse_adam import SparseAdam
 
 MetricsLogger = Callable[[dict, int], None]
 Clock = Callable[[float], float]  # local elapsed seconds -> the elapsed time every process agrees on
@@ -91,8 +92,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+OPTIMIZERS = ("adam", "adamw", "sparse_adam")
+
+
 def make_optimizer(groups: list[dict], cfg: TrainerConfig) -> torch.optim.Optimizer:
-    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    # sparse_adam: AdamW that updates only the table rows a step touched (see sparse_adam.py).
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sparse_adam": SparseAdam}
     if cfg.optimizer not in kinds:
         raise ValueError(f"trainer.optimizer must be one of {sorted(kinds)}, got {cfg.optimizer!r}")
     return kinds[cfg.optimizer](groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
