@@ -5,7 +5,8 @@ views become probabilistic pseudo-labels by cross-view consistency (``labels_1``
 job), and a student trains from scratch on them (``student_1``). With ``kdmvs.rounds`` R > 1
 each student is the next round's teacher (``labels_2``, ``student_2``, ...). Every network is
 scored on the test scans (fused clouds, DTU's metrics). ``kdmvs.labels.kind=hard`` trains the
-students on the labels' means only (the ablation).
+students on the labels' means only (the ablation); ``kdmvs.teacher`` labels with a trained teacher's
+checkpoint instead of training one.
 
 Summary: the final student's metrics unprefixed; ``teacher/...``, ``student_k/...`` and
 ``labels_k/...`` for every stage.
@@ -14,6 +15,7 @@ Summary: the final student's metrics unprefixed; ``teacher/...``, ``student_k/..
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 from fieldkd.platform.errors import InputError
 from fieldkd.platform.networks.mvs.stage import label_stage, run_mvs_stage
@@ -52,9 +54,15 @@ def run(ctx: RunContext) -> dict[str, float]:
         raise InputError("kdmvs.rounds", f"must be at least 1, got {rounds}")
     job = {key: value for key, value in k["labels"].items() if key != "kind"}
 
-    cfg = stage_cfg(ctx.cfg, uncertainty=True)
-    teacher = run_mvs_stage(ctx, ctx.request("teacher", ctx.child("teacher", cfg), cfg, task="mvs_self_supervised"))
-    metrics, source = prefixed(teacher.metrics, "teacher"), teacher.checkpoint
+    if k["teacher"]:  # a given teacher (e.g. for a sweep of the label thresholds): not trained again
+        if not Path(k["teacher"]).is_file():
+            raise InputError(k["teacher"], "teacher checkpoint not found")
+        metrics, source = {}, str(k["teacher"])
+    else:
+        cfg = stage_cfg(ctx.cfg, uncertainty=True)
+        teacher = run_mvs_stage(ctx, ctx.request("teacher", ctx.child("teacher", cfg), cfg,
+                                                 task="mvs_self_supervised"))
+        metrics, source = prefixed(teacher.metrics, "teacher"), teacher.checkpoint
     for r in range(1, rounds + 1):
         labels, found = label_stage(ctx, f"labels_{r}", source, stage_cfg(ctx.cfg, uncertainty=False), job)
         metrics.update(prefixed({key.split("/", 1)[1]: v for key, v in found.items()}, f"labels_{r}"))

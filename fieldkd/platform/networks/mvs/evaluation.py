@@ -31,7 +31,9 @@ ERROR_VMAX_MM = 2.0  # the cloud pictures' colour scale
 
 
 def eval_options(ecfg: dict | None) -> dict:
-    return {k: (ecfg or {}).get(k, v) if (ecfg or {}).get(k) is not None else v for k, v in EVAL_DEFAULTS.items()}
+    """The ``eval`` section's MVS keys, defaults where it lacks them (or holds null)."""
+    given = ecfg or {}
+    return {k: v if given.get(k) is None else given[k] for k, v in EVAL_DEFAULTS.items()}
 
 
 def colourise(values: np.ndarray, lo: float, hi: float, cmap: str = "viridis", valid=None) -> np.ndarray:
@@ -78,7 +80,14 @@ def predict_scan(net, items: list[dict], device) -> dict[int, dict]:
 def evaluate_mvs(net, data, ecfg: dict | None, device, run=None, step: int = 0, out_dir=None) -> dict[str, float]:
     """Evaluate ``net`` on every scan of ``data`` (a MultiViewData); see the module docstring."""
     from ...atomic import atomic_path
-    from ...evaluate.mvs import cloud_figure, depth_map_errors, error_coloured, fuse, mvs_metrics, write_point_cloud_ply
+    from ...evaluate.mvs import (
+        cloud_figure,
+        depth_map_errors,
+        error_coloured,
+        fuse,
+        mvs_metrics,
+        write_point_cloud_ply,
+    )
 
     opts = eval_options(ecfg)
     net = net.to(device).eval()

@@ -98,7 +98,7 @@ class DepthWriter:
 
         from .tasks import predict
 
-        inputs = {k: torch.as_tensor(np.asarray(batch[k], dtype=np.float32))
+        inputs = {k: torch.from_numpy(np.array(batch[k], dtype=np.float32))
                   for k in ("images", "intrinsics", "extrinsics", "depth_min", "depth_max")}
         found = predict(self.net, inputs)
         depth, conf = found["depth"].float().cpu().numpy(), found["confidence"].float().cpu().numpy()
@@ -146,7 +146,7 @@ def _predict_missing(checkpoint: str, data, depth_dir: Path, opts: dict, device:
                          batch_format="numpy", num_cpus=0.25)
             .map_batches(DepthWriter, fn_constructor_kwargs={"checkpoint": str(checkpoint), "out_dir": str(depth_dir),
                                                              "device": device, "threads": threads},
-                         concurrency=int(opts["workers"]), num_cpus=float(opts["cpus_per_worker"]),
+                         compute=ray.data.ActorPoolStrategy(size=int(opts["workers"])), num_cpus=float(opts["cpus_per_worker"]),
                          num_gpus=float(opts["gpus_per_worker"]), batch_size=int(opts["batch_size"]),
                          batch_format="numpy")
             .take_all())

@@ -138,7 +138,15 @@ def fit_mvs_stage(request):
     """Train (resuming from the stage's checkpoint) and score one MVS stage; returns a StageOutcome."""
     from ...compute.interrupts import StageStopped, watching
     from ...compute.session import placement
-    from ...stages import RunContext, StageOutcome, also, budget_start, report, resolve_device, trainer_config
+    from ...stages import (
+        RunContext,
+        StageOutcome,
+        also,
+        budget_start,
+        report,
+        resolve_device,
+        trainer_config,
+    )
     from ...tracking import Run
     from ...train.loop import Trainer
 
@@ -191,7 +199,7 @@ def run_mvs_stage(ctx, request):
     return outcomes[request.stage].result
 
 
-def label_images(out_dir, count: int) -> list[tuple[str, "object"]]:
+def label_images(out_dir, count: int) -> list[tuple[str, object]]:
     """Pictures of the first ``count`` labelled views: the teacher's depth, the label's mu (black where
     none), its sigma and the ground truth."""
     import numpy as np
