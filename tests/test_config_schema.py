@@ -39,6 +39,7 @@ def test_every_method_and_field_composes_and_every_null_default_is_declared():
                           and schema.locate(k) is None]
             assert undeclared == [], f"declare these null defaults in conf/types.yaml: {undeclared}"
     known = {k for m in groups()["method"] for k in Schema(_compose([f"method={m}"], resolve=False), declared).keys()}
+    known |= {k for s in groups()["scene"] for k in Schema(_compose([f"scene={s}"], resolve=False), declared).keys()}
     assert set(declared) - known == set(), "conf/types.yaml declares keys that no config has"
 
 

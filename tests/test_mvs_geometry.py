@@ -18,7 +18,7 @@ from fieldkd.platform.evaluate.mvs import (
 )
 from fieldkd.platform.networks.mvs.consistency import agreement, reproject, sample_depth
 from fieldkd.platform.networks.mvs.labels import label_stats, pseudo_labels
-from fieldkd.platform.scenes.ply import read_point_cloud
+from fieldkd.platform.scenes.ply import read_points
 
 H, W, F = 48, 64, 60.0
 
@@ -303,10 +303,10 @@ def test_point_cloud_ply_round_trip_and_pictures(tmp_path):
     points = np.array([[0.0, 0.0, 0.0], [1.0, 0.5, 0.25], [2.0, 1.0, 0.5]])
     colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=np.uint8)
     write_point_cloud_ply(tmp_path / "cloud.ply", points, colours)
-    back, back_colours = read_point_cloud(tmp_path / "cloud.ply")
+    back, back_colours = read_points(tmp_path / "cloud.ply")
     assert np.allclose(back, points) and np.array_equal(back_colours, colours)
     write_point_cloud_ply(tmp_path / "plain.ply", points)
-    assert read_point_cloud(tmp_path / "plain.ply")[1] is None
+    assert read_points(tmp_path / "plain.ply")[1] is None
 
     gt = _grid(n=10)
     near = error_coloured(gt + [0, 0, 0.0], gt, vmax=1.0)
@@ -372,7 +372,7 @@ def fusion_check(dataset_dir, scan, *, min_views: int = 2, thin: float = 0.2, ma
         depth = _read_pfm(root / "Depths" / f"scan{n}_train" / f"depth_map_{view:04d}.pfm")
         views[view] = {"depth": depth, "K": K, "E": E}
     points, _ = fuse(views, pairs, min_views=min_views)
-    gt, _ = read_point_cloud(root / "Points" / "stl" / f"stl{n:03d}_total.ply")
+    gt, _ = read_points(root / "Points" / "stl" / f"stl{n:03d}_total.ply")
     return {**mvs_metrics(points, gt, max_dist=max_dist, thin=thin), "points": len(points), "depth_range": hi - lo}
 
 

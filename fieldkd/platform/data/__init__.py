@@ -1,1 +1,2 @@
-"""Data modules: what a training reads (rays of a scene, multi-view samples, frame sequences)."""
+"""Data modules: what a training draws its batches from (a scene's rays, multi-view samples:
+multiview.py, frame sequences: sequences.py)."""

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..networks.mvs.consistency import agreeing_stats, agreement, backproject
-from ..scenes.ply import write_point_cloud
+from ..scenes.ply import write_points
 from ._arrays import to_numpy
 
 __all__ = [
@@ -176,7 +176,7 @@ def depth_map_errors(pred, gt, mask=None, thresholds: Sequence[float] = (2.0, 4.
 
 def write_point_cloud_ply(path: str | Path, points, colours=None) -> None:
     """A binary PLY of the points (N, 3), with uint8 (or [0, 1] float) colours when given."""
-    write_point_cloud(path, to_numpy(points, np.float32), None if colours is None else np.asarray(colours))
+    write_points(path, to_numpy(points, np.float32), None if colours is None else np.asarray(colours))
 
 
 def error_coloured(points, gt_points, *, vmax: float = 2.0, cmap: str = "inferno") -> np.ndarray:

@@ -1,2 +1,2 @@
-"""Feed-forward networks trained over datasets of scenes (rather than one field per scene),
-such as the cascade multi-view stereo network in ``mvs``."""
+"""Feed-forward networks trained over datasets of scans or sequences (rather than one field per
+scene): the cascade multi-view stereo network in ``mvs`` and the BTS density field in ``bts``."""

@@ -13,6 +13,7 @@ import fcntl
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from .generator import GENERATOR_VERSION, write_scene
@@ -25,7 +26,13 @@ def cache_root() -> Path:
 
 def default_scene_dir(name: str = "default", fmt: str = "blender", progress: bool = True) -> Path:
     """Directory of the procedural scene ``name`` in format ``fmt``, generated on first use."""
-    final = cache_root() / f"{name}-{fmt}-v{GENERATOR_VERSION}"
+    return build_once(cache_root() / f"{name}-{fmt}-v{GENERATOR_VERSION}",
+                      lambda tmp: write_scene(name, tmp, fmt=fmt, progress=progress))
+
+
+def build_once(final: Path, build: Callable[[Path], object]) -> Path:
+    """``final``, made on first use by ``build(tmp)`` into an empty temporary sibling that is then
+    renamed into place (under a lock, so concurrent workers build it once)."""
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +47,7 @@ def default_scene_dir(name: str = "default", fmt: str = "blender", progress: boo
         tmp = final.parent / f".{final.name}.tmp-{secrets.token_hex(4)}"
         tmp.mkdir(mode=0o777)  # less the umask, as any folder
         try:
-            write_scene(name, tmp, fmt=fmt, progress=progress)
+            build(tmp)
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

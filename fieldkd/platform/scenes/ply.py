@@ -1,20 +1,21 @@
-"""Minimal PLY writer and reader: triangle meshes and coloured point clouds.
+"""Minimal PLY mesh writer and reader (triangle meshes), and vertex-only point clouds.
 
-Mesh writer: ``vertex`` with float32 x, y, z and ``face`` with a uchar count and
-int32 indices, binary little-endian (or ASCII). Point-cloud writer: ``vertex``
-with float32 x, y, z and optional uchar red, green, blue. Reader: ASCII or
+Writer: ``vertex`` with float32 x, y, z and ``face`` with a uchar count and
+int32 indices, binary little-endian (or ASCII). Reader: ASCII or
 binary_little_endian, any scalar property types, extra properties skipped;
 polygons are fan-triangulated.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import atomic_open
 from ..errors import InputError
+from . import limits
 
 _TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
@@ -118,12 +119,15 @@ def _triangles(polygons) -> np.ndarray:
     return np.concatenate(tris).astype(np.int64) if tris else np.zeros((0, 3), np.int64)
 
 
-def _read_tables(path: Path) -> dict:
-    """Every element of a PLY file as {element: {property: values}}."""
+def _read_tables(path: Path, charge: bool = False) -> dict:
+    """Every element of a PLY file as {element: {property: values}}; ``charge``: count the file's
+    bytes against the scene's read budget (:mod:`limits`) before reading it."""
     try:
+        if charge:
+            limits.charge(path, os.path.getsize(path), "point cloud")
         data = path.read_bytes()
     except OSError as e:
-        raise InputError(path, f"cannot read PLY: {e.strerror or e}") from None
+        raise InputError(path, f"cannot read {'point cloud' if charge else 'mesh'}: {e.strerror or e}") from None
     end = data.find(b"end_header")
     if not data.startswith(b"ply") or end < 0:
         raise InputError(path, "not a PLY file (no 'ply' magic or 'end_header')")
@@ -142,69 +146,71 @@ def _read_tables(path: Path) -> dict:
             offset = body
             for element in elements:
                 tables[element["name"]], offset = _read_binary(data, offset, element)
-    except (StopIteration, ValueError) as e:
+    except (StopIteration, ValueError, UnicodeDecodeError) as e:
         raise InputError(path, f"PLY body is truncated or malformed ({e or 'too few values'})") from None
-    return tables
-
-
-def _vertices(path: Path, tables: dict) -> np.ndarray:
     if "vertex" not in tables or not {"x", "y", "z"} <= set(tables["vertex"]):
         raise InputError(path, "PLY has no vertex element with x, y, z")
-    vertex = tables["vertex"]
-    return np.stack([np.asarray(vertex[k], dtype=np.float32) for k in "xyz"], axis=-1)
+    return tables
 
 
 def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(vertices (V, 3) float32, triangles (F, 3) int64)."""
-    path = Path(path)
-    tables = _read_tables(path)
-    vertices = _vertices(path, tables)
+    tables = _read_tables(Path(path))
+    vertex = tables["vertex"]
+    vertices = np.stack([np.asarray(vertex[k], dtype=np.float32) for k in "xyz"], axis=-1)
     face = tables.get("face", {})
     polygons = face.get("vertex_indices", face.get("vertex_index", []))
     return vertices, _triangles(polygons)
 
 
-def write_point_cloud(path: str | Path, points: np.ndarray, colours: np.ndarray | None = None,
-                      binary: bool = True) -> None:
-    """Points (N, 3) with optional colours (N, 3): uint8, or floats in [0, 1]."""
+def read_points(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A point cloud's (points (N, 3) float32, colours (N, 3) uint8 or None): the vertices of a PLY
+    file (ascii or binary_little_endian; faces and other properties ignored), such as DTU's
+    ``stl{N:03d}_total.ply``. Its bytes count against the scene's read budget."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "point cloud not found")
+    vertex = _read_tables(path, charge=True)["vertex"]
+    points = np.stack([np.asarray(vertex[k], dtype=np.float32) for k in "xyz"], axis=-1).reshape(-1, 3)
+    if not np.isfinite(points).all():
+        raise InputError(path, "point cloud has non-finite coordinates")
+    names = next((n for n in (("red", "green", "blue"), ("r", "g", "b"), ("diffuse_red", "diffuse_green",
+                                                                          "diffuse_blue")) if set(n) <= set(vertex)), None)
+    if names is None:
+        return points, None
+    colours = np.stack([np.asarray(vertex[k], dtype=np.float64) for k in names], axis=-1).reshape(-1, 3)
+    return points, np.clip(np.round(colours), 0, 255).astype(np.uint8)
+
+
+def write_points(path: str | Path, points: np.ndarray, colours: np.ndarray | None = None,
+                 binary: bool = True) -> None:
+    """A vertex-only PLY: float x, y, z and, with ``colours`` ((N, 3) uint8, or floats in [0, 1]),
+    uchar red, green, blue."""
+    with atomic_open(path) as f:
+        f.write(points_ply_bytes(points, colours, binary))
+
+
+def points_ply_bytes(points: np.ndarray, colours: np.ndarray | None = None, binary: bool = True) -> bytes:
     points = np.asarray(points, dtype="<f4").reshape(-1, 3)
-    props = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    header = f"ply\nformat {'binary_little_endian' if binary else 'ascii'} 1.0\nelement vertex {len(points)}\n"
+    header += "property float x\nproperty float y\nproperty float z\n"
     if colours is not None:
         colours = np.asarray(colours)
-        if colours.dtype != np.uint8:
+        if colours.dtype != np.uint8:  # floats in [0, 1]
             colours = np.round(np.clip(colours, 0.0, 1.0) * 255.0).astype(np.uint8)
         colours = colours.reshape(-1, 3)
         if len(colours) != len(points):
             raise ValueError(f"{len(colours)} colours for {len(points)} points")
-        props += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    names = {"<f4": "float", "u1": "uchar"}
-    header = (f"ply\nformat {'binary_little_endian' if binary else 'ascii'} 1.0\nelement vertex {len(points)}\n"
-              + "".join(f"property {names[t]} {n}\n" for n, t in props) + "end_header\n")
-    rows = np.empty(len(points), dtype=props)
-    rows["x"], rows["y"], rows["z"] = points.T
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+        header += "property uchar red\nproperty uchar green\nproperty uchar blue\n"
+    header += "end_header\n"
+    if not binary:
+        rows = [f"{p[0]:.9g} {p[1]:.9g} {p[2]:.9g}" + ("" if colours is None else f" {c[0]} {c[1]} {c[2]}")
+                for p, c in zip(points, colours if colours is not None else points)]
+        return (header + "".join(r + "\n" for r in rows)).encode("ascii")
+    packed = np.empty(len(points), dtype=fields)
+    packed["x"], packed["y"], packed["z"] = points.T
     if colours is not None:
-        rows["red"], rows["green"], rows["blue"] = colours.T
-    with atomic_open(path) as f:
-        f.write(header.encode("ascii"))
-        if binary:
-            f.write(rows.tobytes())
-        else:
-            for i in range(len(points)):
-                p = points[i]
-                line = f"{p[0]:.9g} {p[1]:.9g} {p[2]:.9g}"
-                if colours is not None:
-                    line += " {} {} {}".format(*colours[i])
-                f.write((line + "\n").encode("ascii"))
-
-
-def read_point_cloud(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(points (N, 3) float32, colours (N, 3) uint8 or None): the vertices of any PLY file (a
-    mesh's faces are ignored), with their red, green and blue when it has them."""
-    path = Path(path)
-    tables = _read_tables(path)
-    points = _vertices(path, tables)
-    vertex = tables["vertex"]
-    if not {"red", "green", "blue"} <= set(vertex):
-        return points, None
-    rgb = np.stack([np.asarray(vertex[k], dtype=np.float64) for k in ("red", "green", "blue")], axis=-1)
-    return points, np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+        packed["red"], packed["green"], packed["blue"] = colours.T
+    return header.encode("ascii") + packed.tobytes()

@@ -95,9 +95,10 @@ def sphere_trace(distance_fn, origins, dirs, t_near, t_far, eps=HIT_EPS, max_ste
     return t, hit
 
 
-def shade(spec: SceneSpec, points, dirs, normal, index, light: Light | None = None):
-    """Lambert + ambient + Blinn-Phong highlight, clamped to [0, 1]."""
-    base = sdf.albedo(spec, points, index)
+def shade(spec: SceneSpec, points, dirs, normal, index, light: Light | None = None, base=None):
+    """Lambert + ambient + Blinn-Phong highlight, clamped to [0, 1]. ``base``: the albedo at the
+    points when the caller has it (shading one set of hits under several lights)."""
+    base = sdf.albedo(spec, points, index) if base is None else base
     if light is None:
         to_light, ambient = LIGHT_DIR.to(points), AMBIENT
         diffuse = (normal @ to_light).clamp(min=0.0)
