@@ -74,7 +74,6 @@ def figure(workdir: Path, runs: dict, sets: list[str]) -> Path | None:
         [s.strip(" []") for s in options["scene.test_scans"].split(",")]
     scan = dtu.scan_name(scans[0])
     gt, _ = dtu.read_gt_points(root, scan)
-    read = getattr(ply, "read_point_cloud", None) or ply.read_points
     clouds = []
     for _label, kind, stage in (ROWS[0], ROWS[2], ROWS[4]):
         path = workdir / "outputs" / runs[kind]["run_id"] / stage / "clouds" / f"{scan}.ply"
@@ -82,7 +81,7 @@ def figure(workdir: Path, runs: dict, sets: list[str]) -> Path | None:
             continue
         if not path.exists():
             return None
-        points, _ = read(path)
+        points, _ = ply.read_points(path)
         clouds.append((points, error_coloured(points, gt, vmax=2.0)))
     clouds.append((gt, np.full((len(gt), 3), 96, np.uint8)))
     out = RESULTS / "kdmvs.png"

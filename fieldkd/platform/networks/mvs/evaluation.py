@@ -79,7 +79,6 @@ def predict_scan(net, items: list[dict], device) -> dict[int, dict]:
 
 def evaluate_mvs(net, data, ecfg: dict | None, device, run=None, step: int = 0, out_dir=None) -> dict[str, float]:
     """Evaluate ``net`` on every scan of ``data`` (a MultiViewData); see the module docstring."""
-    from ...atomic import atomic_path
     from ...evaluate.mvs import (
         cloud_figure,
         depth_map_errors,
@@ -114,8 +113,7 @@ def evaluate_mvs(net, data, ecfg: dict | None, device, run=None, step: int = 0, 
                 depth_scores.append(depth_map_errors(view["depth"], view["gt"], view["mask"]))
         if out_dir is not None:
             target = Path(out_dir) / "clouds" / f"{scan_name}.ply"
-            with atomic_path(target) as tmp:
-                write_point_cloud_ply(tmp, points, colours)
+            write_point_cloud_ply(target, points, colours)  # atomic
             if run is not None:
                 run.log_artifact(target, "mvs")
         if run is not None:

@@ -236,7 +236,9 @@ def label_stage(ctx, stage: str, checkpoint: str, cfg: dict, options: dict) -> t
     device = "cuda" if float(options.get("gpus_per_worker") or 0) > 0 else "cpu"
     with finishing(ctx, [ctx.request(stage, run, cfg)]):
         summary = make_labels(checkpoint, multiview(cfg, "train"), out, options, device=device)
-        metrics = {f"labels/{k}": float(v) for k, v in summary.items()}
+        metrics = {f"labels/{k}": float(v) for k, v in summary.items() if k not in ("predicted", "checked")}
+        run.set_tags({"fieldkd.labels.predicted": str(summary["predicted"]),  # this attempt's work (resumes skip)
+                      "fieldkd.labels.checked": str(summary["checked"])})
         run.log_metrics(metrics, 0)
         run.set_tags(ctx.tags(field=MODEL_KIND, stage=stage, task="mvs_labels", teacher_checkpoint=str(checkpoint)))
         run.log_artifact(out / "manifest.json", "labels")
