@@ -7,6 +7,11 @@ import itertools
 import pytest
 import torch
 
+from fieldkd.platform.distill.losses import (
+    gaussian_kl_map,
+    hypothesis_cross_entropy,
+    volume_moments,
+)
 from fieldkd.platform.errors import InputError
 from fieldkd.platform.networks.mvs import (
     LabelledMVSTask,
@@ -17,9 +22,6 @@ from fieldkd.platform.networks.mvs import (
 from fieldkd.platform.networks.mvs.geometry import scale_intrinsics
 from fieldkd.platform.networks.mvs.losses import (
     TEACHER_WEIGHTS,
-    _gaussian_kl,
-    _hypothesis_cross_entropy,
-    _volume_moments,
     labelled_loss,
     select_views,
     self_supervised_loss,
@@ -112,17 +114,17 @@ def test_uncertainty_weights_the_photometric_terms(scene2):
 def test_gaussian_kl_moments_and_cross_entropy_in_closed_form():
     mu_p, sp, mu_q, sq = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 1.0]), torch.tensor([1.5, 2.0]), torch.tensor([1.0, 1.0])
     expected = torch.distributions.kl_divergence(torch.distributions.Normal(mu_p, sp), torch.distributions.Normal(mu_q, sq))
-    torch.testing.assert_close(_gaussian_kl(mu_p, sp, mu_q, sq), expected)
-    assert _gaussian_kl(mu_p[1:], sp[1:], mu_q[1:], sq[1:]) == 0
+    torch.testing.assert_close(gaussian_kl_map(mu_p, sp, mu_q, sq), expected)
+    assert gaussian_kl_map(mu_p[1:], sp[1:], mu_q[1:], sq[1:]) == 0
     # the clamp keeps a zero-width label finite: it counts as min_sigma wide
-    torch.testing.assert_close(_gaussian_kl(torch.tensor(1.0), torch.tensor(0.1), torch.tensor(1.0), torch.tensor(0.0), 0.1),
+    torch.testing.assert_close(gaussian_kl_map(torch.tensor(1.0), torch.tensor(0.1), torch.tensor(1.0), torch.tensor(0.0), 0.1),
                                torch.tensor(0.0))
     prob = torch.tensor([0.2, 0.5, 0.3]).reshape(1, 3, 1, 1)
     hyp = torch.tensor([1.0, 2.0, 3.0]).reshape(1, 3, 1, 1)
-    mu, sigma = _volume_moments(prob, hyp)
+    mu, sigma = volume_moments(prob, hyp)
     torch.testing.assert_close(mu, torch.tensor([[[2.1]]]))
     torch.testing.assert_close(sigma, torch.tensor([[[0.49 ** 0.5]]]))
-    torch.testing.assert_close(_hypothesis_cross_entropy(prob, hyp, torch.tensor([[[2.8]]])), -torch.log(torch.tensor(0.3)))
+    torch.testing.assert_close(hypothesis_cross_entropy(prob, hyp, torch.tensor([[[2.8]]])), -torch.log(torch.tensor(0.3)))
 
 
 def test_labelled_loss_stages_and_hard_labels():
@@ -133,8 +135,8 @@ def test_labelled_loss_stages_and_hard_labels():
     mask = torch.zeros(1, 4, 8, dtype=torch.bool)
     mask[0, 0, 0] = True  # stage pixels are every 2nd full-size pixel: (0, 0) is pixel (0, 0)
     loss, metrics = labelled_loss(stages, mu, sigma, mask, 0.01, stage_weights=(1.0,))
-    m, s = _volume_moments(prob, hyp)
-    kl = _gaussian_kl(m[0, 0, 0], s[0, 0, 0], torch.tensor(2.0), torch.tensor(0.3))
+    m, s = volume_moments(prob, hyp)
+    kl = gaussian_kl_map(torch.tensor(2.0), torch.tensor(0.3), m[0, 0, 0], s[0, 0, 0])  # KL(label || student)
     ce = -prob[0, 1, 0, 0].log()
     torch.testing.assert_close(loss, 0.5 * kl + 2.0 * ce)
     hard, hard_metrics = labelled_loss(stages, mu, sigma, mask, 0.01, stage_weights=(1.0,), hard=True)

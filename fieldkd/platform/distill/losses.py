@@ -147,3 +147,77 @@ def interlevel_loss(t_student: torch.Tensor, w_student: torch.Tensor, t_teacher:
 def interval_edges(t_starts: torch.Tensor, t_ends: torch.Tensor) -> torch.Tensor:
     """(R, S) contiguous starts and ends -> (R, S+1) edges."""
     return torch.cat([t_starts, t_ends[..., -1:]], dim=-1)
+
+
+# Depth-distribution terms of a multi-view stereo student (KD-MVS): the label at
+# each pixel is a Gaussian (mu, sigma) over depth; the student's is read off its
+# probability volume over the depth hypotheses.
+
+MIN_SIGMA = 1e-2  # in depth units: keeps 1 / sigma^2 finite where a label or a peaked volume has sigma = 0
+MIN_PROB = 1e-8  # probabilities are clamped to this before the log
+
+
+def _masked_mean(values: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    if values.numel() == 0:
+        return anchor.sum() * 0.0  # keeps the graph (and the device) without a NaN mean
+    return values.mean()
+
+
+def volume_moments(prob_volume: torch.Tensor, hypotheses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of depth under a probability volume.
+
+    ``prob_volume`` and ``hypotheses`` are (B, D, H, W): the probability of each
+    of the D depth hypotheses at each pixel (summing to 1 over D) and its depth.
+    Returns (B, H, W) each. The variance is clamped to a tiny positive value
+    before the square root, whose gradient at 0 is infinite (a one-hot volume).
+    """
+    prob, depth = prob_volume.float(), hypotheses.float()
+    mean = (prob * depth).sum(dim=1)
+    var = (prob * (depth - mean[:, None]).square()).sum(dim=1)
+    return mean, var.clamp(min=1e-12).sqrt()
+
+
+def gaussian_kl_map(mu_p: torch.Tensor, sigma_p: torch.Tensor, mu_q: torch.Tensor, sigma_q: torch.Tensor,
+                    min_sigma: float = MIN_SIGMA) -> torch.Tensor:
+    """Elementwise KL(N(mu_p, sigma_p^2) || N(mu_q, sigma_q^2)), both sigmas clamped below at ``min_sigma``:
+    log(sigma_q / sigma_p) + (sigma_p^2 + (mu_p - mu_q)^2) / (2 sigma_q^2) - 1/2."""
+    sigma_p, sigma_q = sigma_p.float().clamp(min=min_sigma), sigma_q.float().clamp(min=min_sigma)
+    return (torch.log(sigma_q) - torch.log(sigma_p)
+            + (sigma_p.square() + (mu_p.float() - mu_q.float()).square()) / (2.0 * sigma_q.square()) - 0.5)
+
+
+def gaussian_kl(mu_p: torch.Tensor, sigma_p: torch.Tensor, mu_q: torch.Tensor, sigma_q: torch.Tensor,
+                min_sigma: float = MIN_SIGMA, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the ``mask``ed pixels of KL(label || student), with p the label and q the student.
+
+    Unlike the other losses here the *target comes first*, in the order of the
+    KL's arguments; p (the label) is detached. This direction (the label's
+    expectation of the log ratio) is the one of KD-MVS's intent: the student's
+    distribution must cover the label's, and a student sharper than its label
+    costs more than a broader one. Pixels are selected before the formula, so
+    invalid labels (NaN, 0) outside the mask never reach the gradient.
+    """
+    mu_p, sigma_p = mu_p.detach(), sigma_p.detach()
+    if mask is not None:
+        mask = mask.bool()
+        mu_p, sigma_p, mu_q, sigma_q = mu_p[mask], sigma_p[mask], mu_q[mask], sigma_q[mask]
+    return _masked_mean(gaussian_kl_map(mu_p, sigma_p, mu_q, sigma_q, min_sigma), mu_q)
+
+
+def hypothesis_cross_entropy(volume: torch.Tensor, hypotheses: torch.Tensor, target_depth: torch.Tensor,
+                             mask: torch.Tensor | None = None, *, log_probs: bool = False,
+                             min_prob: float = MIN_PROB) -> torch.Tensor:
+    """Cross-entropy of a (B, D, H, W) volume against the hypothesis nearest to ``target_depth`` (B, H, W).
+
+    ``volume`` holds probabilities (clamped below at ``min_prob`` before the
+    log, so a zero at the target costs -log(min_prob), not infinity) or, with
+    ``log_probs``, log-probabilities (e.g. ``log_softmax`` of the cost logits,
+    the safer form). Mean of -log p(nearest) over the ``mask``ed pixels; the
+    target picks an index only, so no gradient reaches it.
+    """
+    logp = volume.float() if log_probs else torch.log(volume.float().clamp(min=min_prob))
+    nearest = (hypotheses.detach().float() - target_depth.detach().float()[:, None]).abs().argmin(dim=1, keepdim=True)
+    nll = -torch.gather(logp, 1, nearest).squeeze(1)
+    if mask is not None:
+        nll = nll[mask.bool()]
+    return _masked_mean(nll, logp)

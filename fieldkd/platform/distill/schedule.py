@@ -13,14 +13,16 @@ step. PVD's (methods.md §1), as fractions of the official 30k steps:
 When teacher or student has no intermediate feature (a grid), the stages that
 train only feature terms are skipped: the next stage starts at step 0, and the
 feature weight is 0 throughout.
+
+The terms are those registered in :mod:`.terms` (an open set); a term flagged
+``feature`` there is one that such a skip turns off.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TERMS = ("feature", "density", "colour", "alpha", "rgb", "depth", "interlevel", "gt_rgb")
-FEATURE_TERMS = ("feature",)
+from .terms import feature_terms, term_names
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,10 @@ class ScheduleConfig:
     decay: dict[str, float] = field(default_factory=dict)  # multiplied in once per step
 
     def __post_init__(self):
-        unknown = ({t for s in self.stages for t in s.terms} | set(self.weights) | set(self.decay)) - set(TERMS)
+        unknown = ({t for s in self.stages for t in s.terms} | set(self.weights) | set(self.decay)) - set(term_names())
         if unknown:
-            raise ValueError(f"unknown distillation term(s) {sorted(unknown)}; known: {TERMS}")
+            raise ValueError(f"unknown distillation term(s) {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(term_names())}")
         bounds = [s.until for s in self.stages]
         if not self.stages or bounds != sorted(bounds) or bounds[-1] < 1.0:
             raise ValueError(f"stage ends must be increasing and the last must reach 1.0, got {bounds}")
@@ -71,7 +74,7 @@ def pvd_schedule(stage1_until: float = 2000 / 30000, stage2_until: float = 5000 
 def _stages(config: ScheduleConfig, skip_feature_stage: bool) -> list[Stage]:
     if not skip_feature_stage:
         return list(config.stages)
-    kept = [s for s in config.stages if not set(s.terms) <= set(FEATURE_TERMS)]
+    kept = [s for s in config.stages if not set(s.terms) <= set(feature_terms())]
     return kept or [Stage("none", 1.0, ())]
 
 
@@ -95,11 +98,13 @@ def stage_at(step: int, total_steps: int, config: ScheduleConfig, skip_feature_s
 
 def weights_at(step: int, total_steps: int, config: ScheduleConfig, skip_feature_stage: bool = False,
                progress: float | None = None) -> dict[str, float]:
-    """Weight of every term in ``TERMS`` at ``step``: 0 for terms the current stage leaves out."""
+    """Weight of every registered term at ``step``, in registration order: 0 for terms the current stage
+    leaves out."""
     _, stage = stage_at(step, total_steps, config, skip_feature_stage, progress)
-    weights = dict.fromkeys(TERMS, 0.0)
+    weights = dict.fromkeys(term_names(), 0.0)
+    skipped = feature_terms() if skip_feature_stage else ()
     for term in stage.terms:
-        if skip_feature_stage and term in FEATURE_TERMS:
+        if term in skipped:
             continue
         weights[term] = config.weights.get(term, 0.0) * config.decay.get(term, 1.0) ** step
     return weights

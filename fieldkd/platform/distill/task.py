@@ -4,7 +4,9 @@ Each step takes a :class:`~.samples.DistillBatch` from a source (on the fly
 from an inquirer and the frozen teacher, or from a teacher-sample store: the
 two give identical batches), evaluates the student at exactly the batch's
 live sample points, composites it on the same intervals, and adds the loss
-terms the stage schedule switches on:
+terms the stage schedule switches on. Terms are registered by name in
+:mod:`.terms` and read the step's predictions and targets (``PREDICTIONS``,
+``TARGETS`` below); the built-in ones:
 
 - ``feature``, ``density`` (clipped teacher raw density), ``colour``, ``alpha``
   on the live samples that every filter keeps;
@@ -40,11 +42,16 @@ from ..fields.radiance import RadianceField
 from ..render.composite import composite
 from ..render.renderer import Renderer
 from .filters import combine
-from .losses import (DENSITY_CLIP, alpha_loss, colour_loss, density_loss, depth_loss, feature_loss, interlevel_loss,
-                     interval_edges, rgb_loss, sample_alphas)
+from .losses import DENSITY_CLIP
 from .samples import DistillBatch, empty_output
 from .schedule import ScheduleConfig, stage_at, weights_at
 from .teacher import Teacher
+from .terms import TermContext, check_reads, get_term
+
+# The keys of the student's predictions and of the targets that training_step gives each term.
+PREDICTIONS = ("feature", "raw_density", "density", "rgb", "render_rgb", "render_depth", "render_weights")
+TARGETS = ("feature", "raw_density", "density", "rgb", "render_rgb", "render_depth", "render_opacity", "gt_rgb",
+           "t_starts", "t_ends", "live", "keep", "ray_keep")
 
 
 class BatchSource(Protocol):
@@ -99,6 +106,8 @@ class DistillationTask:
         self.progress = progress
         self._fraction: float | None = None  # the trainer's fraction of the binding budget
         self.skip_feature_stage = not (student.has_feature and teacher.has_feature)
+        # A term this task cannot feed (e.g. one for a multi-view stereo student) fails here, not mid-run.
+        check_reads({t for s in schedule.stages for t in s.terms}, PREDICTIONS, TARGETS)
 
     def param_groups(self, lr: float) -> list[dict]:
         return self.student.param_groups(lr)
@@ -140,29 +149,20 @@ class DistillationTask:
         render = composite(densities, batch.t_starts, batch.t_ends, colours, self.renderer.background)
         render["depth"] = render["depth"] * batch.rays.z_scale
 
+        # What the registered terms read (terms.py); a term is computed when its weight is not 0.
+        pred = {"feature": out.feature, "raw_density": out.raw_density, "density": out.density.float(),
+                "rgb": out.rgb, "render_rgb": render["rgb"], "render_depth": render["depth"],
+                "render_weights": render["weights"]}
+        target = {"feature": t.feature, "raw_density": t.raw_density, "density": t.density, "rgb": t.rgb,
+                  "render_rgb": batch.teacher_rgb, "render_depth": batch.teacher_depth,
+                  "render_opacity": batch.teacher_opacity, "gt_rgb": batch.colours, "t_starts": batch.t_starts,
+                  "t_ends": batch.t_ends, "live": live, "keep": keep, "ray_keep": ray_keep}
         terms: dict[str, torch.Tensor] = {}
-        if weights["feature"]:
-            terms["feature"] = feature_loss(out.feature, t.feature, self._kind("feature"), keep)
-        if weights["density"]:
-            terms["density"] = density_loss(out.raw_density, t.raw_density, self._kind("density"),
-                                            cfg.density_clip, cfg.density_saturate, keep)
-        if weights["colour"]:
-            terms["colour"] = colour_loss(out.rgb, t.rgb, self._kind("colour"), keep)
-        if weights["alpha"]:
-            starts, ends = batch.t_starts[live], batch.t_ends[live]
-            terms["alpha"] = alpha_loss(sample_alphas(out.density.float(), starts, ends),
-                                        sample_alphas(t.density, starts, ends), self._kind("alpha"), keep)
-        if weights["rgb"]:
-            terms["rgb"] = rgb_loss(render["rgb"], batch.teacher_rgb, self._kind("rgb"), ray_keep)
-        if weights["depth"]:
-            solid = ray_keep & (batch.teacher_opacity > cfg.depth_min_opacity)
-            terms["depth"] = depth_loss(render["depth"], batch.teacher_depth, self._kind("depth"), solid)
-        if weights["interlevel"]:
-            edges = interval_edges(batch.t_starts, batch.t_ends)[ray_keep]
-            teacher_w = composite(batch.dense(t.density), batch.t_starts, batch.t_ends)["weights"][ray_keep]
-            terms["interlevel"] = interlevel_loss(edges, render["weights"][ray_keep], edges, teacher_w)
-        if weights["gt_rgb"] and batch.colours is not None:
-            terms["gt_rgb"] = rgb_loss(render["rgb"], batch.colours, self._kind("gt_rgb"), ray_keep)
+        for name, weight in weights.items():
+            if weight:
+                value = get_term(name)(pred, target, TermContext(self._kind(name), cfg))
+                if value is not None:
+                    terms[name] = value
 
         loss = anchor
         for term, value in terms.items():

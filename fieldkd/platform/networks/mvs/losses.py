@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...distill.losses import gaussian_kl, hypothesis_cross_entropy, volume_moments
 from .geometry import projection, subsample, subsample_map, warp_with_depth
 
 TEACHER_WEIGHTS = {"photo": 12.0, "feature": 3.0, "log_var": 1.2, "ssim": 6.0, "smooth": 0.18}
@@ -166,36 +167,14 @@ def self_supervised_loss(stages: list[dict], images: torch.Tensor, extrinsics: t
 
 # --- student --------------------------------------------------------------------------------
 
-def _volume_moments(prob_volume: torch.Tensor, hypotheses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation of the per-pixel distribution over hypotheses: [B,h,w] each."""
-    mu = (prob_volume * hypotheses).sum(1)
-    var = (prob_volume * (hypotheses - mu.unsqueeze(1)).square()).sum(1)
-    return mu, var.clamp_min(1e-12).sqrt()
-
-
-def _gaussian_kl(mu_p: torch.Tensor, sigma_p: torch.Tensor, mu_q: torch.Tensor, sigma_q: torch.Tensor,
-                 min_sigma: float | torch.Tensor = 1e-3) -> torch.Tensor:
-    """KL(N(mu_p, sigma_p^2) || N(mu_q, sigma_q^2)) elementwise, both sigmas clamped from below."""
-    sp, sq = sigma_p.clamp_min(min_sigma), sigma_q.clamp_min(min_sigma)
-    return torch.log(sq / sp) + (sp.square() + (mu_p - mu_q).square()) / (2 * sq.square()) - 0.5
-
-
-def _hypothesis_cross_entropy(prob_volume: torch.Tensor, hypotheses: torch.Tensor, target: torch.Tensor,
-                              mask: torch.Tensor | None = None) -> torch.Tensor:
-    """-log p(hypothesis nearest ``target``) [B,h,w], mean over ``mask`` (all pixels if None)."""
-    index = (hypotheses - target.unsqueeze(1)).abs().argmin(1, keepdim=True)
-    nll = -torch.gather(prob_volume, 1, index).squeeze(1).clamp_min(1e-8).log()
-    return nll.mean() if mask is None else _masked_mean(nll, mask)
-
-
 def student_stage_terms(prob_volume: torch.Tensor, hypotheses: torch.Tensor, label_mu: torch.Tensor,
                         label_sigma: torch.Tensor, label_mask: torch.Tensor, min_sigma: float | torch.Tensor,
                         hard: bool = False) -> dict[str, torch.Tensor]:
     """One stage's terms against labels of the stage's size [B,h,w]."""
-    terms = {"ce": _hypothesis_cross_entropy(prob_volume, hypotheses, label_mu, label_mask)}
-    if not hard:
-        mu, sigma = _volume_moments(prob_volume, hypotheses)
-        terms["kl"] = _masked_mean(_gaussian_kl(mu, sigma, label_mu, label_sigma, min_sigma), label_mask)
+    terms = {"ce": hypothesis_cross_entropy(prob_volume, hypotheses, label_mu, label_mask)}
+    if not hard:  # KL(label || student): the student's distribution must cover the label's
+        mu, sigma = volume_moments(prob_volume, hypotheses)
+        terms["kl"] = gaussian_kl(label_mu, label_sigma, mu, sigma, min_sigma, label_mask)
     return terms
 
 
