@@ -46,8 +46,17 @@ def multiview(cfg: dict, split: str):
 
 @dataclass
 class MVSParts:
+    """What an MVS stage builds; ``field``/``renderer``/``backend`` as the stage runner names a
+    stage's model (here the network; nothing renders)."""
+
     data: object  # a data module (MultiViewData or LabelledViews)
-    net: torch.nn.Module
+    field: torch.nn.Module
+    renderer: None = None
+    backend: str = "torch"
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.field
 
 
 class MVSStage:
@@ -107,11 +116,7 @@ class MVSStage:
         return tags
 
     def evaluate(self, ctx, trained, run, request) -> dict[str, float]:
-        from .evaluation import evaluate_mvs
-
-        data = multiview(request.cfg, request.cfg["eval"]["split"])
-        return evaluate_mvs(trained.net, data, request.cfg["eval"], ctx.device, run=run, step=trained.steps,
-                            out_dir=request.checkpoint_dir)
+        return mvs_evaluator(trained, run, request.cfg)
 
 
 class SelfSupervisedStage(MVSStage):
@@ -127,11 +132,21 @@ class LabelledStage(MVSStage):
 KINDS = {k.name: k() for k in (SelfSupervisedStage, LabelledStage)}
 
 
+def mvs_evaluator(trained, run, cfg: dict) -> dict[str, float]:
+    """The ``mvs`` evaluator: ``trained.field`` (the network) on the ``eval.split`` scans; the fused
+    clouds go to ``trained.checkpoint_dir/clouds``."""
+    from .evaluation import evaluate_mvs
+
+    return evaluate_mvs(trained.field, multiview(cfg, cfg["eval"]["split"]), cfg["eval"], trained.device, run=run,
+                        step=trained.result.steps, out_dir=trained.checkpoint_dir)
+
+
 @dataclass
 class TrainedNet:
-    net: torch.nn.Module
-    steps: int
-    seconds: float
+    field: torch.nn.Module
+    result: object  # a TrainResult
+    device: torch.device
+    checkpoint_dir: Path
 
 
 def fit_mvs_stage(request):
@@ -172,7 +187,7 @@ def fit_mvs_stage(request):
                           **placement()))
     metrics = {}
     if request.evaluate:
-        metrics = kind.evaluate(ctx, TrainedNet(parts.net, result.steps, result.seconds), run, request)
+        metrics = kind.evaluate(ctx, TrainedNet(parts.net, result, device, request.checkpoint_dir), run, request)
         run.log_metrics(metrics, result.steps)
         if request.report and metrics:
             report(metrics, result.steps)
