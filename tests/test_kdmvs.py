@@ -16,7 +16,6 @@ from fieldkd.platform.data.multiview import MultiViewData
 from fieldkd.platform.networks.mvs import build_cascade_mvs
 from fieldkd.platform.networks.mvs.label_data import LabelledViews
 from fieldkd.platform.networks.mvs.label_job import (
-    load_mvs_net,
     make_labels,
     read_manifest,
 )
@@ -103,7 +102,8 @@ def test_kdmvs_pipeline_end_to_end(tiny_dtu, tmp_path, one_torch_thread):
                     f"network.hypotheses={NET['hypotheses']}".replace(" ", ""),
                     f"network.base_channels={NET['base_channels']}",
                     f"network.regularizer_channels={NET['regularizer_channels']}",
-                    "trainer.steps=30", "trainer.warmup_steps=2", "trainer.checkpoint_every=30", "trainer.log_every=10",
+                    "trainer.steps=30", "trainer.warmup_steps=2", "trainer.checkpoint_every=30",
+                    "trainer.log_every=10",
                     "mvs.batch_size=2", *(f"kdmvs.labels.{k}={v}" for k, v in LOOSE.items()),
                     "eval.log_images=1", "tracking.system_metrics_s=0", "trainer.progress=false",
                     f"output_dir={tmp_path / 'out'}"], tmp_path, uri)
