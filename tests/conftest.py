@@ -48,6 +48,20 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
+def module_ray():
+    """One real local Ray for every test of a module that asks for it: each start costs seconds on
+    two busy cores. Stages are told their MLflow store explicitly, so tests keep their own stores."""
+    import ray
+
+    from fieldkd.platform.compute.session import start_local
+
+    ray.shutdown()
+    start_local(num_cpus=2, namespace="fieldkd-tests")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny tensors gain nothing from threads, and on a busy 2-core machine two threads
     spinning against other processes make small steps many times slower."""

@@ -7,8 +7,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from controls import untrained_psnr
 from mlflow.tracking import MlflowClient
 from PIL import Image
+
+from fieldkd.platform.cli import compose_config, main
+
+GAIN = 4.0  # dB over the same field untrained
 
 
 def fieldkd(args, cwd, uri):
@@ -26,19 +31,22 @@ def artifact_paths(client, run_id, path=None):
 
 def test_run_baseline_and_find_it_in_mlflow(tiny_blender, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = fieldkd(["run", "method=baseline", "field=hash", "scene=blender", f"scene.path={tiny_blender}",
-                    "trainer.steps=150", "trainer.eval_every=75", "trainer.checkpoint_every=75",
-                    "trainer.batch_rays=512",
-                    "field.log2_hashmap_size=12", "render.samples_per_ray=32", "eval.mesh=true",
-                    "eval.mesh_resolution=32", "eval.mesh_level=2.0", "tracking.system_metrics_s=1",
-                    f"output_dir={tmp_path / 'out'}"], tmp_path, uri)
+    overrides = ["method=baseline", "field=hash", "scene=blender", f"scene.path={tiny_blender}",
+                 "trainer.steps=150", "trainer.eval_every=75", "trainer.checkpoint_every=75",
+                 "trainer.batch_rays=512",
+                 "field.log2_hashmap_size=12", "render.samples_per_ray=32", "eval.mesh=true",
+                 "eval.mesh_resolution=32", "eval.mesh_level=2.0", "tracking.system_metrics_s=1",
+                 f"output_dir={tmp_path / 'out'}"]
+    proc = fieldkd(["run", *overrides], tmp_path, uri)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1  # stdout carries the summary line and nothing else
     summary = json.loads(lines[-1])
     assert set(summary) == {"run_id", "method", "metrics", "seconds"}
     assert summary["method"] == "baseline"
-    assert 5 < summary["metrics"]["test/psnr"] < 60
+    # The same field untrained, on the same two views: 10.77 dB; this training, observed: 19.06 dB.
+    control = untrained_psnr(compose_config(overrides))
+    assert summary["metrics"]["test/psnr"] > control + GAIN, (summary["metrics"], control)
 
     client = MlflowClient(uri)
     run = client.get_run(summary["run_id"])
@@ -79,25 +87,30 @@ def test_run_baseline_and_find_it_in_mlflow(tiny_blender, tmp_path):
     assert "supervision.rgb" in run.data.params and "render.samples_per_ray" in run.data.params
 
 
-def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+# The quick cases call the CLI's main() in this process: a Python start and the imports cost
+# seconds each on two busy cores; the exit code through the process is checked by the run above.
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     missing = tmp_path / "no_such_scene"
-    proc = fieldkd(["run", "scene=blender", f"scene.path={missing}"], tmp_path, uri)
-    assert proc.returncode == 2
-    message = proc.stderr.strip().splitlines()[-1]
+    assert main(["run", "scene=blender", f"scene.path={missing}"]) == 2
+    out, err = capsys.readouterr()
+    message = err.strip().splitlines()[-1]
     assert "no_such_scene" in message and message.startswith("fieldkd: error:")
-    assert proc.stdout == ""
+    assert out == ""
 
 
-def test_bad_override_is_exit_code_2(tmp_path):
-    proc = fieldkd(["run", "field=nonexistent"], tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert proc.returncode == 2
-    assert "nonexistent" in proc.stderr.strip().splitlines()[-1]
+def test_bad_override_is_exit_code_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["run", "field=nonexistent"]) == 2
+    out, err = capsys.readouterr()
+    assert "nonexistent" in err.strip().splitlines()[-1] and out == ""
 
 
-def test_scenes_make_writes_a_dataset(tmp_path):
-    proc = fieldkd(["scenes", "make", "default", f"out={tmp_path / 's'}", "format=nerfstudio", "width=16",
-                    "height=16", "n_train=3", "n_val=1", "n_test=1"], tmp_path, "sqlite:///x.db")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout)["format"] == "nerfstudio"
+def test_scenes_make_writes_a_dataset(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["scenes", "make", "default", f"out={tmp_path / 's'}", "format=nerfstudio", "width=16",
+                 "height=16", "n_train=3", "n_val=1", "n_test=1"]) == 0
+    out, _ = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["format"] == "nerfstudio"
     assert (tmp_path / "s" / "transforms.json").exists()

@@ -6,6 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import tiny_run_overrides
+from controls import untrained_psnr
 from fieldkd.methods import dac
 from fieldkd.platform.cli import compose_config
 from fieldkd.platform.errors import InputError
@@ -14,6 +15,13 @@ from fieldkd.platform.stages import StageRequest, fit_stage
 from fieldkd.platform.tracking import Run
 
 KPLANES = ["field.resolutions=[16,32]"]
+# Margins in dB over the same field untrained (10.48 dB on the two test views). Observed: experts
+# (60 steps, half the views) 12.91/13.00 and 12.71/12.74 dB; the distilled student (40 steps) 11.44 dB;
+# the fine-tuned student 13.34 dB; the baseline 14.45 dB (alone: 11.94 dB after 40 steps, 13.83 after
+# 80). At this size the student does not beat the baseline, so no such claim is asserted.
+EXPERT_GAIN = 1.2
+DISTILLED_GAIN = 0.4  # 40 steps distil little at this size: observed +0.96
+FINETUNED_GAIN = 1.7  # the fine-tuned student and the baseline
 
 
 def dac_config(scene, out, *extra, steps=40):
@@ -28,7 +36,7 @@ def children(client, run_id):
 
 
 def test_dac_experts_in_parallel_then_a_distilled_and_fine_tuned_student_against_a_baseline(
-        tiny_blender, tmp_path, mlflow_uri):
+        tiny_blender, tmp_path, mlflow_uri, module_ray):
     cfg = dac_config(tiny_blender, tmp_path / "out", *KPLANES, "dac.experts=2", "dac.with_baseline=true",
                      "compute.workers=2", "eval.max_views=null", "trainer.log_every=5",
                      "dac.expert.trainer.steps=60")
@@ -36,10 +44,16 @@ def test_dac_experts_in_parallel_then_a_distilled_and_fine_tuned_student_against
     run_id, metrics = execute(cfg, dac.run)
 
     client = MlflowClient(mlflow_uri)
-    for key in ("test/psnr", "student_distilled/test/psnr", "baseline/test/psnr", "expert_0/test/psnr",
-                "expert_1/test/psnr"):
-        assert 5 < metrics[key] < 60, key
-    assert metrics["student/test/psnr"] == metrics["test/psnr"]
+    # The same k-planes field untrained, on the same two test views: 10.48 dB.
+    control = untrained_psnr(cfg)
+    scores = {k: metrics[f"{k}/test/psnr"] for k in ("expert_0", "expert_1", "student_distilled", "student",
+                                                      "baseline")}
+    print("observed:", {k: round(v, 2) for k, v in scores.items()}, "control", round(control, 2))
+    for key in ("expert_0", "expert_1"):
+        assert scores[key] > control + EXPERT_GAIN, (key, scores, control)
+    assert scores["student_distilled"] > control + DISTILLED_GAIN, (scores, control)
+    for key in ("student", "baseline"):
+        assert scores[key] > control + FINETUNED_GAIN, (key, scores, control)
     # Each expert is also scored on the test views of its own sector (2 test views: some expert has one).
     assert any(f"expert_{k}/own/test/psnr" in metrics for k in (0, 1))
 
@@ -55,6 +69,9 @@ def test_dac_experts_in_parallel_then_a_distilled_and_fine_tuned_student_against
 
     stages = children(client, run_id)
     assert set(stages) == {"expert_0", "expert_1", "student_distilled", "student", "baseline"}
+    # The summary's unprefixed metrics are the fine-tuned student's, as its own run recorded them.
+    for key in ("test/psnr", "test/ssim"):
+        assert metrics[key] == pytest.approx(stages["student"].data.metrics[key], rel=1e-12), key
     assert all(s.data.params["field.name"] == "kplanes" for s in stages.values())
     # The experts trained at the same time, in different processes.
     e0, e1 = stages["expert_0"], stages["expert_1"]
@@ -85,7 +102,7 @@ def test_dac_experts_in_parallel_then_a_distilled_and_fine_tuned_student_against
     assert outcome.metrics["test/psnr"] == metrics["student_distilled/test/psnr"]
 
 
-def test_bad_dac_inputs_are_named(tiny_blender, tmp_path, mlflow_uri, local_ray):
+def test_bad_dac_inputs_are_named(tiny_blender, tmp_path, mlflow_uri, module_ray):
     # One Ray for every case: execute() joins it instead of starting and stopping its own.
     with pytest.raises(InputError, match="dac.*cannot split 8 views among 9"):
         execute(dac_config(tiny_blender, tmp_path / "out", *KPLANES, "dac.experts=9"), dac.run)

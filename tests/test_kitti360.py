@@ -293,3 +293,63 @@ def test_ray_dataset_reads_lazily_on_a_local_ray(dataset, local_ray):
     first = data.sample(data.train[0])
     np.testing.assert_allclose(batch["images"][0], first["images"].numpy(), atol=1e-6)
     assert list(batch["sequence"]) == [TRAIN] * 3
+
+
+def test_fisheye_views_resampled_ahead_and_skipped_without_pose(dataset):
+    """With fisheyes the two side fisheyes follow the stereo views, ``fisheye_offset`` frames ahead,
+    resampled to the perspective K; a line whose fisheye frame has no pose is skipped."""
+    from fieldkd.platform.scenes import fisheye_resample as fr
+
+    split = dataset / "splits" / "train_files.txt"
+    data = SequenceData(dataset, split_file=split, height=H, width=W, fisheyes=True, fisheye_offset=2)
+    # frames 0-3 and 6 have a posed successor; with frames +2 and +3 needed too (5 has no pose, 8 is past the end)
+    assert sorted({i.frame for i in data.train}) == [0, 1] and data.skipped == 2 * 3
+    assert data.frames_per_sample == 8
+    calib, poses = _reader_cameras(dataset, TRAIN)
+    geometry = gen.Geometry(gen.load_street(dataset, TRAIN))
+    for side, first in (("l", "image_02"), ("r", "image_03")):
+        item = next(i for i in data.train if i.side == side and i.frame == 1)
+        s = data.sample(item)
+        assert s["images"].shape == (8, 3, H, W)
+        assert [c for c, _ in data.views(item)][4:] == [first, {"image_02": "image_03", "image_03": "image_02"}[first]] * 2
+        assert [f for _, f in data.views(item)] == [1, 1, 2, 2, 3, 3, 4, 4]
+        np.testing.assert_allclose(s["intrinsics"][4], calib.intrinsics("image_00"), rtol=1e-6)
+        rot = fr.virtual_rotation(first)
+        c2w = kitti360.cam_to_world(calib, poses[3], first) @ gen.transform(rot, [0, 0, 0])
+        np.testing.assert_allclose(s["cam_to_world"][4], c2w, atol=1e-5)
+        # the served view is the street as that virtual pinhole sees it (the 32-pixel fisheye blurs it)
+        direct, _ = gen.render(geometry, s["cam_to_world"][4].double().numpy(),
+                               gen.pinhole_dirs(s["intrinsics"][4].double().numpy(), W, H))
+        served = s["images"][4].permute(1, 2, 0)
+        seen = served.amax(-1) > 0
+        assert seen.float().mean() > 0.9
+        err = (served - direct).abs().max(-1).values[seen].mean()
+        other, _ = gen.render(geometry, s["cam_to_world"][5].double().numpy(),
+                              gen.pinhole_dirs(s["intrinsics"][5].double().numpy(), W, H))
+        # measured 0.046 (l) and 0.057 (r); against the other fisheye's virtual camera 0.14
+        assert err < 0.07 and (served - other).abs().max(-1).values[seen].mean() > 2 * err
+    assert SequenceData(**data.config()).views(item) == data.views(item)  # what Ray workers rebuild
+    plain = SequenceData(dataset, split_file=split, height=H, width=W)
+    assert plain.frames_per_sample == 4 and plain.sample(plain.train[0])["images"].shape == (4, 3, H, W)
+
+
+def test_culled_intersection_is_the_full_one_bit_for_bit(one_torch_thread):
+    """Bundles that test only the shapes in their cone give exactly the rays' hits against every shape
+    (the unculled path, the generator's original arithmetic)."""
+    geometry = gen.Geometry(gen.make_street(4, 110.0))
+    rig = gen.default_rig()
+    calib = gen.calibration(rig, W, H, FISH)
+    pose = gen.vehicle_poses(30, 20.0, 1.0, 0.5)[23]
+    cases = [(pose @ rig.rect_to_pose["image_00"], gen.pinhole_dirs(calib.intrinsics("image_00"), W, H)),
+             (pose @ rig.fisheye_to_pose["image_03"], gen.mei_dirs(calib.fisheyes["image_03"])[0]),
+             (pose @ rig.velo_to_pose, gen.lidar_dirs(90)[:, None])]
+    for c2w, local in cases:
+        dirs = local.reshape(-1, 3) @ torch.as_tensor(c2w[:3, :3], dtype=torch.float32).T
+        origins = torch.as_tensor(c2w[:3, 3], dtype=torch.float32).expand_as(dirs).contiguous()
+        fast = geometry.intersect(origins, dirs, 80.0)
+        slow = geometry.intersect(origins, dirs, 80.0, cull=False)
+        hit = slow[1]
+        assert 0.3 < hit.float().mean() and torch.equal(fast[1], hit) and torch.equal(fast[0], slow[0])
+        assert torch.equal(fast[2][hit], slow[2][hit]) and torch.equal(fast[3][hit], slow[3][hit])
+    order = gen.direction_order(dirs)
+    assert torch.equal(order.sort().values, torch.arange(len(dirs)))

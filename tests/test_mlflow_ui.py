@@ -1,6 +1,7 @@
 """What a researcher sees in MLflow's web UI, checked in a real browser.
 
-A real ``mlflow server`` on 127.0.0.1 (started here) records a tiny baseline and a tiny pvd run;
+A real ``mlflow server`` on 127.0.0.1 (started here) records a tiny baseline and a tiny pvd run
+(whose teacher is that baseline);
 headless Chromium, driven over its DevTools protocol (tests/cdp.py), opens the runs table, a run's
 charts and its image grid, and the test asserts what is on the page. Screenshots are kept under
 pytest's temporary folder (the path is printed) for a person to look at.
@@ -55,8 +56,9 @@ def recorded(tiny_blender, tmp_path_factory):
                  namespace="fieldkd-tests")
         out = root / "out"
         base_id, _ = execute(compose_config(tiny(tiny_blender, out)), baseline.run)
+        # The baseline is the pvd's teacher: scored again, not trained again.
         pvd_id, _ = execute(compose_config(tiny(tiny_blender, out, "method=pvd", "teacher.field=hash",
-                                                "student.field=grid")), pvd.run)
+                                                f"teacher.run_id={base_id}", "student.field=grid")), pvd.run)
         yield server, {"baseline": base_id, "pvd": pvd_id}, root
     finally:
         ray.shutdown()

@@ -174,11 +174,11 @@ def test_labelled_task_reduces_its_loss_and_predicts(scene2):
              "label_mask": scene2["mask"].clone()}
     task = LabelledMVSTask(net, itertools.repeat(batch), "cpu", {})
     before = predict(net, scene2)["depth"]
-    losses = _fit(task, 12, lr=1e-2)
+    losses = _fit(task, 16, lr=1e-2)
     after = predict(net, scene2)
-    assert losses[-1] < 0.1 * losses[0], losses  # measured 0.035 (143 -> 5.0)
+    assert losses[-1] < 0.1 * losses[0], losses  # measured 0.035 with KL(label || student)
     assert after["depth"].shape == after["confidence"].shape == (1, 32, 64)
-    # measured: the mean depth error in inference mode falls from 1.0 to 0.25
+    # measured: the mean depth error in inference mode falls to 0.26 of the untrained net's
     assert (after["depth"] - 4.0).abs().mean() < 0.5 * (before - 4.0).abs().mean()
     assert net.training  # predict restores the mode
 

@@ -6,10 +6,17 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import tiny_run_overrides
+from controls import untrained_psnr
 from fieldkd.platform.cli import compose_config
 from fieldkd.platform.errors import InputError
 from fieldkd.platform.runner import execute
+from fieldkd.platform.stages import named_field
 from fieldkd.methods import pvd
+
+# Margins in dB, from the scores observed in these tests (noted by each assertion).
+TEACHER_GAIN = 2.5  # a trained teacher over the same field untrained (observed +4.6)
+STUDENT_GAIN = 1.7  # a distilled student over the same field untrained (observed +3.4)
+STUDENT_GAP = 2.5  # how far a student may stay below its teacher (observed 1.2)
 
 
 def pvd_config(scene, out, *extra, steps=60):
@@ -29,16 +36,15 @@ def history(client, run_id, key):
 
 
 def test_pvd_trains_a_teacher_then_distills_a_grid_student_within_the_time_budget(
-        tiny_blender, tmp_path, mlflow_uri):
+        tiny_blender, tmp_path, mlflow_uri, module_ray):
     # A step budget no stage reaches: trainer.max_seconds must stop both stages.
     cfg = pvd_config(tiny_blender, tmp_path / "out", "teacher.field=hash", "student.field=grid",
                      "trainer.max_seconds=6", "trainer.log_every=2", steps=100000)
     run_id, metrics = execute(cfg, pvd.run)
 
     client = MlflowClient(mlflow_uri)
-    for key in ("teacher/test/psnr", "student/test/psnr", "test/psnr"):
-        assert 5 < metrics[key] < 60, key
-    assert metrics["test/psnr"] == metrics["student/test/psnr"]
+    # A time budget promises no number of steps (on a busy machine a stage may take one): the
+    # scores are checked against untrained controls in the step-bounded test below.
     parent = client.get_run(run_id)
     assert parent.data.tags["fieldkd.field"] == "hash->grid"
     assert parent.data.metrics["teacher/test/psnr"] == pytest.approx(metrics["teacher/test/psnr"])
@@ -46,6 +52,10 @@ def test_pvd_trains_a_teacher_then_distills_a_grid_student_within_the_time_budge
     stages = children(client, run_id)
     assert set(stages) == {"teacher", "student"}
     teacher, student = stages["teacher"], stages["student"]
+    # The summary's unprefixed metrics are the student's, as its own run recorded them.
+    assert metrics["test/psnr"] == pytest.approx(student.data.metrics["test/psnr"], rel=1e-12)
+    assert metrics["test/ssim"] == pytest.approx(student.data.metrics["test/ssim"], rel=1e-12)
+    assert metrics["teacher/test/psnr"] == pytest.approx(teacher.data.metrics["test/psnr"], rel=1e-12)
     # Each stage records its own resolved config: its own field.
     assert teacher.data.params["field.name"] == "hash" and student.data.params["field.name"] == "grid"
     assert student.data.tags["fieldkd.teacher"] == "hash" and student.data.tags["fieldkd.task"] == "distill"
@@ -68,9 +78,9 @@ def test_pvd_trains_a_teacher_then_distills_a_grid_student_within_the_time_budge
 
 
 def test_a_loaded_teacher_is_scored_again_and_taught_on_ray_train_workers_from_a_store(
-        tiny_blender, tmp_path, mlflow_uri):
+        tiny_blender, tmp_path, mlflow_uri, module_ray):
     first = pvd_config(tiny_blender, tmp_path / "out", "teacher.field=hash", "student.field=hash",
-                       "student.trainer.steps=20", "tracking.log_checkpoint=false")
+                       "student.trainer.steps=5", "tracking.log_checkpoint=false")
     first_id, first_metrics = execute(first, pvd.run)
     client = MlflowClient(mlflow_uri)
     taught = children(client, first_id)["teacher"]
@@ -87,6 +97,15 @@ def test_a_loaded_teacher_is_scored_again_and_taught_on_ray_train_workers_from_a
     # Same weights, same views: the same score, to the last digit. The teacher was found by the
     # checkpoint's path that its run names, and used where it is (no downloaded copy).
     assert metrics["teacher/test/psnr"] == first_metrics["teacher/test/psnr"]
+    # Both learnt: above the same hash field untrained (9.6 dB on the scored view); the student, taught
+    # from the store, also stays close to its teacher.
+    control = untrained_psnr(second, named_field(second, "hash"))
+    teacher, student = metrics["teacher/test/psnr"], metrics["student/test/psnr"]
+    print(f"observed: teacher {teacher:.2f} student {student:.2f} control {control:.2f}")
+    # Observed: teacher 14.18 (60 steps), student 13.02 (60 steps), control 9.62.
+    assert teacher > control + TEACHER_GAIN, (teacher, control)
+    assert student > control + STUDENT_GAIN, (student, control)
+    assert student > teacher - STUDENT_GAP, (student, teacher)
     assert not (tmp_path / "out" / second_id / "teacher_source" / "last.pt").exists()
     stages = children(client, second_id)
     assert stages["teacher"].data.tags["fieldkd.task"] == "evaluate"
@@ -110,7 +129,7 @@ BAD_TEACHER_INPUTS = [
 ]
 
 
-def test_bad_teacher_inputs_fail_with_the_key_or_file_named(tiny_blender, tmp_path, mlflow_uri, local_ray):
+def test_bad_teacher_inputs_fail_with_the_key_or_file_named(tiny_blender, tmp_path, mlflow_uri, module_ray):
     # One Ray for every case: execute() joins it instead of starting and stopping its own.
     for overrides, where in BAD_TEACHER_INPUTS:
         with pytest.raises(InputError) as caught:

@@ -5,6 +5,7 @@ import time
 
 import psutil
 from conftest import tiny_run_overrides
+from controls import untrained_psnr
 from mlflow.tracking import MlflowClient
 
 from fieldkd.methods import baseline
@@ -12,14 +13,20 @@ from fieldkd.platform.cli import compose_config
 from fieldkd.platform.runner import execute
 
 STEPS = 150
+# dB over the same field untrained (9.62 dB on the scored view); observed after 150 steps: one
+# worker 19.58 and 18.87 dB, two workers 19.20 dB.
+GAIN = 5.0
+
+
+def baseline_config(tiny_blender, tmp_path, *extra, steps=STEPS):
+    return compose_config(tiny_run_overrides(tiny_blender, tmp_path / "out", steps) + list(extra))
 
 
 def run_baseline(tiny_blender, tmp_path, *extra, steps=STEPS):
-    cfg = compose_config(tiny_run_overrides(tiny_blender, tmp_path / "out", steps) + list(extra))
-    return execute(cfg, baseline.run)
+    return execute(baseline_config(tiny_blender, tmp_path, *extra, steps=steps), baseline.run)
 
 
-def test_two_workers_match_one_worker(tiny_blender, tmp_path, mlflow_uri, local_ray):
+def test_two_workers_match_one_worker(tiny_blender, tmp_path, mlflow_uri, module_ray):
     one_id, one = run_baseline(tiny_blender, tmp_path, "compute.workers=1")
     two_id, two = run_baseline(tiny_blender, tmp_path, "compute.workers=2")
 
@@ -31,15 +38,24 @@ def test_two_workers_match_one_worker(tiny_blender, tmp_path, mlflow_uri, local_
     assert run.info.status == "FINISHED"
     # Same global batch and steps: the same model up to sampling noise.
     assert abs(one["test/psnr"] - two["test/psnr"]) < 1.0, (one, two)
-    assert two["test/psnr"] > 12
+    control = untrained_psnr(baseline_config(tiny_blender, tmp_path))
+    print(f"observed: one {one['test/psnr']:.2f} two {two['test/psnr']:.2f} control {control:.2f}")
+    assert two["test/psnr"] > control + GAIN, (two, control)
 
 
 def train_worker_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))]
+    """The Ray Train workers of this test's Ray (descendants of this process: the machine may run others)."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if any("RayTrainWorker" in part for part in p.cmdline()):
+                found.append(p.pid)
+        except psutil.Error:  # gone meanwhile
+            continue
+    return found
 
 
-def test_a_killed_train_worker_is_restored(tiny_blender, tmp_path, mlflow_uri, local_ray):
+def test_a_killed_train_worker_is_restored(tiny_blender, tmp_path, mlflow_uri, module_ray):
     found = {}
     steps = 200
     job = threading.Thread(target=lambda: found.update(result=run_baseline(
@@ -67,4 +83,6 @@ def test_a_killed_train_worker_is_restored(tiny_blender, tmp_path, mlflow_uri, l
     assert len(client.search_runs([run.info.experiment_id])) == 1  # one run for the one stage
     _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=30)
     assert not alive and not train_worker_pids()  # no worker outlived the training
-    assert metrics["test/psnr"] > 12
+    control = untrained_psnr(baseline_config(tiny_blender, tmp_path, steps=steps))
+    print(f"observed: restored {metrics['test/psnr']:.2f} control {control:.2f}")
+    assert metrics["test/psnr"] > control + GAIN, (metrics, control)

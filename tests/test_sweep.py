@@ -17,12 +17,17 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from controls import untrained_psnr
 from fieldkd.platform.cli import compose_config, main
 from fieldkd.platform.compute.search_space import (hydra_value, load_space, param_space, parse_space,
                                                    sweep_settings, trial_overrides)
 from fieldkd.platform.errors import InputError
 
 SUMMARY_KEYS = {"run_id", "method", "metrics", "best_config", "seconds"}
+# dB over the same hash field untrained (9.6 dB on the scored view). Observed for these configs
+# trained alone (lr 0.01): 11.14 dB after 40 steps, 17.33 dB after 80.
+GAIN_40 = 0.7
+GAIN_80 = 4.0
 
 
 def tiny(scene_dir, output_dir, steps=40, eval_every=10):
@@ -129,7 +134,10 @@ def test_asha_stops_the_hopeless_trial(tmp_path, tiny_blender):
     summary = summary_of(proc.stdout)
     assert summary["method"] == "baseline"
     assert summary["best_config"] == {"trainer.lr": 0.01}
-    assert math.isfinite(summary["metrics"]["val/psnr"]) and 5 < summary["metrics"]["test/psnr"] < 60
+    assert math.isfinite(summary["metrics"]["val/psnr"])
+    control = untrained_psnr(compose_config(tiny(tiny_blender, tmp_path / "out")))
+    print(f"observed: best {summary['metrics']['test/psnr']:.2f} control {control:.2f}")
+    assert summary["metrics"]["test/psnr"] > control + GAIN_40, (summary["metrics"], control)
 
     client = MlflowClient(uri)
     parent = client.get_run(summary["run_id"])
@@ -272,7 +280,9 @@ def test_killed_sweep_resumes(tmp_path, tiny_blender):
     summary = summary_of(proc2.stdout)
     assert summary["run_id"] == sweep_id
     assert summary["best_config"]["trainer.lr"] in (0.01, 0.02)
-    assert 5 < summary["metrics"]["test/psnr"] < 60
+    control = untrained_psnr(compose_config(tiny(tiny_blender, out, steps=80, eval_every=20)))
+    print(f"observed: best {summary['metrics']['test/psnr']:.2f} control {control:.2f}")
+    assert summary["metrics"]["test/psnr"] > control + GAIN_80, (summary["metrics"], control)
 
     assert client.get_run(sweep_id).info.status == "FINISHED"
     trials = children(client, sweep_id)

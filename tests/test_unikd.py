@@ -12,6 +12,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
+from controls import untrained_psnr
 from fieldkd.methods import unikd
 from fieldkd.platform.cli import compose_config
 from fieldkd.platform.distill.stage import TeacherRef
@@ -37,6 +38,12 @@ def small(scene, out, steps=30):
             "tracking.system_metrics_s=0", f"output_dir={out}"]
 
 
+# dB over the same SDF field untrained (13.0 dB on the room's 6 test views). Observed for one stage
+# on the first chunk's 9 views: 14.55 dB after 10 steps, 15.06 dB after 30.
+STREAM_GAIN = 1.0  # each stream ends after 60 steps in all
+SWEEP_GAIN = 0.7  # 10 steps per chunk
+
+
 def children_of(client, run_id):
     return client.search_runs([client.get_run(run_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
 
@@ -56,7 +63,12 @@ def test_unikd_stream_with_every_baseline(tiny_room, tmp_path, mlflow_uri):
         for baseline in ("finetune", "nofilter"):
             assert math.isfinite(metrics[f"{baseline}/{key}"]), f"{baseline}/{key}"
     assert math.isfinite(metrics["joint/test/psnr"]) and math.isfinite(metrics["joint/mesh/chamfer"])
-    assert 5 < metrics["test/psnr"] < 60 and 0 <= metrics["mesh/fscore"] <= 1
+    assert 0 <= metrics["mesh/fscore"] <= 1
+    control = untrained_psnr(cfg)
+    print(f"observed: unikd {metrics['test/psnr']:.2f} finetune {metrics['finetune/test/psnr']:.2f} "
+          f"nofilter {metrics['nofilter/test/psnr']:.2f} joint {metrics['joint/test/psnr']:.2f} control {control:.2f}")
+    for key in ("test/psnr", "finetune/test/psnr", "nofilter/test/psnr", "joint/test/psnr"):
+        assert metrics[key] > control + STREAM_GAIN, (key, metrics[key], control)
     assert "joint/forgetting/mean" not in metrics  # one stage: nothing to forget
 
     client = MlflowClient(mlflow_uri)
@@ -149,7 +161,9 @@ def test_sweep_over_the_uncertainty_threshold(tiny_room, tmp_path):
     assert summary["best_config"]["supervision.uncertainty_floor"] in (0.1, 0.03, 0.01)
     assert 0.005 <= summary["best_config"]["unikd.threshold"] <= 0.2
     assert 0.5 <= summary["best_config"]["unikd.kd_weight"] <= 2.0
-    assert 5 < summary["metrics"]["test/psnr"] < 60
+    control = untrained_psnr(compose_config(args[1:]))
+    print(f"observed: sweep best {summary['metrics']['test/psnr']:.2f} control {control:.2f}")
+    assert summary["metrics"]["test/psnr"] > control + SWEEP_GAIN, (summary["metrics"], control)
 
     client = MlflowClient(uri)
     trials = children_of(client, summary["run_id"])

@@ -2,9 +2,12 @@
 
 A sample is the input frame of a split line (``sequence frame side``) and the frames around it:
 for every offset (frames ahead of the input) the input camera and then the other one of the
-stereo pair, so index 0 is always the input view. Only the rectified perspective pair is served
-(the fisheyes resampled to pinhole, which BTS adds, are not). A line whose frames lack a pose is
-skipped, as KITTI-360's loaders do; a posed frame whose image is missing is an error.
+stereo pair, so index 0 is always the input view. With ``fisheyes`` the two side fisheyes follow,
+resampled to a virtual pinhole (:mod:`..scenes.fisheye_resample`: the perspective K at the served
+size, the fisheye's centre, its axes turned by ``fisheye_turn``) and taken ``fisheye_offset``
+frames further ahead, as BTS takes them: for every offset, the input side's fisheye (image_02 for
+side l, image_03 for r) and then the other. A line whose frames (fisheye frames included) lack a
+pose is skipped, as KITTI-360's loaders do; a posed frame whose image is missing is an error.
 
 Per sample: "images" [F,3,H,W] float32 in [0, 1] (resized to height x width), "intrinsics"
 [F,3,3] scaled to that size, "cam_to_world" [F,4,4] (OpenCV camera axes: x right, y down, z
@@ -24,10 +27,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..scenes import kitti360
+from ..scenes import fisheye_resample, kitti360
 from ..scenes.limits import ReadLimits, reading
 
 OTHER = {"image_00": "image_01", "image_01": "image_00"}
+FISHEYE_OF = {"image_00": ("image_02", "image_03"), "image_01": ("image_03", "image_02")}  # input side's first
 
 
 @dataclass(frozen=True)
@@ -60,11 +64,12 @@ class SequenceData:
     """The data module of a KITTI-360-style folder. ``split_file``: a ``sequence frame side`` list
     (or ``sequences``: every posed frame of these sequences, both sides); ``eval_split_file``
     gives :meth:`eval_items` (default: the split file). ``offsets``: frames ahead of the input
-    (0 first); ``frames_per_sample`` = 2 x len(offsets)."""
+    (0 first); ``frames_per_sample`` = 2 x len(offsets), doubled with ``fisheyes``."""
 
     def __init__(self, root, split_file=None, sequences: Sequence[str] | None = None, offsets=(0, 1),
                  height: int = 64, width: int = 192, eval_split_file=None, lidar_sweeps: int = 20,
-                 limits: ReadLimits | None = None):
+                 limits: ReadLimits | None = None, fisheyes: bool = False, fisheye_offset: int = 10,
+                 fisheye_turn=fisheye_resample.BTS_TURN):
         self.root = Path(root)
         if not self.root.is_dir():
             raise InputError(self.root, "dataset folder not found")
@@ -76,19 +81,38 @@ class SequenceData:
         for key, value in (("height", height), ("width", width), ("lidar_sweeps", lidar_sweeps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"scene.{key}", f"must be a positive integer, got {value!r}")
+        if not isinstance(fisheyes, bool):
+            raise InputError("scene.fisheyes", f"must be true or false, got {fisheyes!r}")
+        if isinstance(fisheye_offset, bool) or not isinstance(fisheye_offset, int) or fisheye_offset < 0:
+            raise InputError("scene.fisheye_offset", f"must be an integer >= 0, got {fisheye_offset!r}")
+        try:
+            fisheye_turn = tuple(float(a) for a in fisheye_turn)
+        except (TypeError, ValueError):
+            fisheye_turn = ()
+        if len(fisheye_turn) != 2:
+            raise InputError("scene.fisheye_turn", "must be two angles in degrees (yaw, pitch)")
+        self.fisheyes, self.fisheye_offset, self.fisheye_turn = fisheyes, fisheye_offset, fisheye_turn
         self.split_file = Path(split_file) if split_file is not None else None
         self.eval_split_file = Path(eval_split_file) if eval_split_file is not None else self.split_file
         self.sequence_names = list(sequences) if sequences is not None else None
         self.offsets, self.height, self.width, self.lidar_sweeps = offsets, height, width, lidar_sweeps
         self.limits = limits or ReadLimits()
         with reading(self.limits):
-            self.calib = kitti360.read_calibration(self.root, fisheyes=False)
+            self.calib = kitti360.read_calibration(self.root, fisheyes=fisheyes)
+        self._grids: dict[str, tuple] = {}  # fisheye -> (grid, valid) of its virtual pinhole
         self._poses: dict[str, dict[int, np.ndarray]] = {}
         self.skipped = 0  # split lines left out for lack of a pose
 
     @property
     def frames_per_sample(self) -> int:
-        return 2 * len(self.offsets)
+        return 2 * len(self.offsets) * (2 if self.fisheyes else 1)
+
+    def frame_offsets(self) -> list[int]:
+        """Every frame ahead of the input that a sample reads (a pose is needed for each)."""
+        ahead = list(self.offsets)
+        if self.fisheyes:
+            ahead += [self.fisheye_offset + o for o in self.offsets]
+        return ahead
 
     def poses(self, sequence: str, source="") -> dict[int, np.ndarray]:
         if sequence not in self._poses:
@@ -107,7 +131,7 @@ class SequenceData:
         items, skipped = [], 0
         for sequence, frame, side in rows:
             poses = self.poses(sequence, source)
-            if all(frame + o in poses for o in self.offsets):
+            if all(frame + o in poses for o in self.frame_offsets()):
                 items.append(Item(sequence, frame, side))
             else:
                 skipped += 1
@@ -129,7 +153,30 @@ class SequenceData:
     def views(self, item: Item) -> list[tuple[str, int]]:
         """(camera, frame) of each of the sample's F images, the input view first."""
         first = kitti360.SIDES[item.side]
-        return [(cam, item.frame + o) for o in self.offsets for cam in (first, OTHER[first])]
+        views = [(cam, item.frame + o) for o in self.offsets for cam in (first, OTHER[first])]
+        if self.fisheyes:
+            views += [(cam, item.frame + self.fisheye_offset + o) for o in self.offsets for cam in FISHEYE_OF[first]]
+        return views
+
+    def virtual_intrinsics(self) -> np.ndarray:
+        """K of the resampled fisheyes: the perspective camera's at the served size (BTS's choice)."""
+        return resize_intrinsics(self.calib.intrinsics("image_00"), self.calib.size, (self.width, self.height))
+
+    def _fisheye_view(self, item: Item, cam: str, frame: int, source) -> tuple:
+        mei = self.calib.fisheyes[cam]
+        rgb = kitti360.read_image(self.root, item.sequence, cam, frame, source)
+        if rgb.shape[:2] != (mei.height, mei.width):
+            path = kitti360.resolve(self.root, kitti360.image_name(item.sequence, cam, frame), source)
+            raise InputError(path, f"fisheye image is {rgb.shape[1]}x{rgb.shape[0]}, its calibration says "
+                                   f"{mei.width}x{mei.height}")
+        rotation = fisheye_resample.virtual_rotation(cam, self.fisheye_turn)
+        if cam not in self._grids:
+            self._grids[cam] = fisheye_resample.fisheye_grid(mei, self.virtual_intrinsics(), self.width,
+                                                             self.height, rotation)
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+        c2w = fisheye_resample.virtual_cam_to_world(
+            kitti360.cam_to_world(self.calib, self.poses(item.sequence)[frame], cam), rotation)
+        return fisheye_resample.resample(image, *self._grids[cam]).clamp(0, 1), self.virtual_intrinsics(), c2w
 
     def sample(self, item: Item) -> dict:
         source = self.split_file or self.root
@@ -137,6 +184,12 @@ class SequenceData:
         images, ks, c2ws = [], [], []
         with reading(self.limits):
             for cam, frame in self.views(item):
+                if cam in kitti360.FISHEYES:
+                    image, k, c2w = self._fisheye_view(item, cam, frame, source)
+                    images.append(image)
+                    ks.append(k)
+                    c2ws.append(c2w)
+                    continue
                 rgb = kitti360.read_image(self.root, item.sequence, cam, frame, source)
                 images.append(_resize(rgb, self.height, self.width))
                 size = (rgb.shape[1], rgb.shape[0])
@@ -198,7 +251,9 @@ class SequenceData:
         """What rebuilds this module in another process."""
         return {"root": str(self.root), "split_file": None if self.split_file is None else str(self.split_file),
                 "sequences": self.sequence_names, "offsets": list(self.offsets), "height": self.height,
-                "width": self.width, "lidar_sweeps": self.lidar_sweeps, "limits": self.limits}
+                "width": self.width, "lidar_sweeps": self.lidar_sweeps, "limits": self.limits,
+                "fisheyes": self.fisheyes, "fisheye_offset": self.fisheye_offset,
+                "fisheye_turn": list(self.fisheye_turn)}
 
 
 class LazyItems(Sequence):

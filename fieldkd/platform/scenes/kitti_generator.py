@@ -5,7 +5,8 @@ A sequence is a straight street of analytic SDF shapes in metres (world z up, th
 kerbs, poles and trees on the pavements. A vehicle drives down the right lane; its rig carries a
 rectified stereo pair (cameras 00/01, 1.5 m above the road), two side fisheyes (02/03, MEI
 model) and a 64-beam LiDAR. Images are ray-traced with one ray per pixel, LiDAR sweeps with one
-ray per beam and azimuth step. The street's parameters are saved next to the layout
+ray per beam and azimuth step; rays from one sensor are tested in direction bundles against only
+the shapes each bundle can reach (:meth:`Geometry.intersect`). The street's parameters are saved next to the layout
 (``ground_truth/<seq>/street.json``): :func:`load_street` and :func:`exact_occupancy` give the
 exact occupancy that the LiDAR-derived ground truth approximates.
 
@@ -37,12 +38,13 @@ from .cache import cache_root
 from .kitti360 import Calibration, MeiCamera
 from .tracer import AMBIENT, LIGHT_DIR, one_thread
 
-KITTI_GENERATOR_VERSION = 1  # bump when the generated files change (invalidates the cache)
+KITTI_GENERATOR_VERSION = 2  # bump when the generated files change (invalidates the cache)
 ROAD_HALF = 5.0  # metres from the street's centre line to the kerb
 KERB = 0.15  # kerb height
 LANE_Y = -2.0  # the vehicle drives in the right lane
 IMU_HEIGHT = 0.95  # vehicle (pose) frame origin above the road
 BASELINE = 0.6  # stereo baseline, as KITTI-360's
+CAMERA_PITCH = 5.0  # degrees down, the tilt BTS's occupancy evaluator assumes for KITTI-360's camera 00
 LIDAR_ELEVATION = (2.0, -24.8)  # degrees, HDL-64E's beam range
 LIDAR_RANGE = (0.9, 80.0)
 MAX_RANGE = 80.0  # camera rays stop here (sky)
@@ -51,6 +53,9 @@ MEI = {"xi": 2.2134, "k1": 0.0168, "k2": 1.6549, "p1": 4.2e-4, "p2": 4.2e-4}  # 
 MEI_FOCAL = 1336.0 / 1400.0  # gamma over image size, KITTI-360's
 PERSPECTIVE_FOCAL = 552.55 / 1408.0  # fx over image width, KITTI-360's
 FAR = 1e3  # distance of a cell with no shape
+BUNDLE = 128  # rays per culling bundle (see Geometry.intersect)
+CULL_MARGIN = 1e-3  # radians added to a bundle's cone, against rounding
+CULL_GROUPS = 4  # bundles are stacked into this many calls, by how many shapes they keep
 
 
 # Kinds of shapes (they pick the texture).
@@ -128,6 +133,13 @@ class Geometry:
                               torch.zeros(len(self.cylinders), 1)], 1), torch.cat([self.spheres[:, 4:8],
                               torch.zeros(len(self.spheres), 1)], 1)])
 
+        # Bounding spheres of the boxes, cylinders and spheres, in that order (for culling).
+        bc, bh = (self.boxes[:, :3] + self.boxes[:, 3:6]) / 2, (self.boxes[:, 3:6] - self.boxes[:, :3]) / 2
+        cc = torch.stack([self.cylinders[:, 0], self.cylinders[:, 1], (self.cylinders[:, 3] + self.cylinders[:, 4]) / 2], -1)
+        ch = torch.stack([self.cylinders[:, 2], (self.cylinders[:, 4] - self.cylinders[:, 3]) / 2], -1)
+        self.bound_centres = torch.cat([bc, cc, self.spheres[:, :3]]).double()
+        self.bound_radii = (torch.cat([bh.norm(dim=-1), ch.norm(dim=-1), self.spheres[:, 3]]) * (1 + 1e-5) + 1e-4).double()
+
     def distance(self, p: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
         """(N,) signed distance (negative inside) of world points (N, 3)."""
         if p.shape[0] > chunk:
@@ -148,55 +160,117 @@ class Geometry:
             d = torch.minimum(d, ((p[:, None] - s[None, :, :3]).norm(dim=-1) - s[None, :, 3]).amin(1))
         return d
 
-    def intersect(self, origins, dirs, t_max: float, chunk: int = 4096):
+    def intersect(self, origins, dirs, t_max: float, chunk: int = 4096, cull: bool = True):
         """First hits of rays (M, 3) (unit directions) within ``t_max``: t (M,), hit (M,), shape (M,)
-        (index into :attr:`info`) and the outward unit normal (M, 3)."""
-        if origins.shape[0] > chunk:
-            parts = [self.intersect(o, d, t_max, chunk) for o, d in zip(origins.split(chunk), dirs.split(chunk))]
-            return tuple(torch.cat(x) for x in zip(*parts))
-        m, inf = origins.shape[0], float("inf")
-        ox, oy, oz = origins.unbind(-1)
-        dx, dy, dz = dirs.unbind(-1)
+        (index into :attr:`info`) and the outward unit normal (M, 3).
+
+        ``cull``: rays from one origin (a camera, a LiDAR) are ordered by direction and cut into
+        bundles of :data:`BUNDLE`; each bundle tests only the shapes whose bounding sphere meets its
+        cone of directions and lies within ``t_max`` (or, for a bundle that looks down, within the
+        road plane's farthest hit). Bundles with similar shape counts are stacked into one call,
+        padded. Every ray still meets each shape it can hit through the same arithmetic, so the
+        result is the unculled one, bit for bit."""
+        m = origins.shape[0]
+        t = torch.full((m,), float("inf"))
+        col = torch.zeros(m, dtype=torch.long)
+        if cull and m > BUNDLE and bool((origins == origins[:1]).all()):
+            order = direction_order(dirs)
+            order = torch.cat([order, order[-1:].expand(-m % BUNDLE)])  # whole bundles (the last ray repeated)
+            bundles = order.view(-1, BUNDLE)
+            keep = self._visible(origins[0], dirs[bundles], t_max)
+            by_count = torch.argsort(keep.sum(1), stable=True)
+            for group in by_count.tensor_split(min(CULL_GROUPS, len(by_count))):
+                idx = bundles[group]
+                t[idx], col[idx] = self._nearest(origins[:1, None], dirs[idx], *self._stack(keep[group]))
+        else:
+            for idx in torch.arange(m).split(chunk):
+                t[idx], col[idx] = self._nearest(origins[idx][None], dirs[idx][None], *self._stack(
+                    torch.ones(1, len(self.bound_radii), dtype=torch.bool)))
+        return self._surface(origins, dirs, t, col, t_max)
+
+    def _visible(self, origin, dirs, t_max: float) -> torch.Tensor:
+        """(G, boxes + cylinders + spheres) bool: the shapes that bundles of rays from ``origin``
+        along ``dirs`` (G, R, 3) may hit."""
+        dirs, origin = dirs.double(), origin.double()  # float64: acos near 1 is coarse in float32
+        mean = torch.nn.functional.normalize(dirs.mean(1), dim=-1)  # (G, 3)
+        spread = torch.acos((dirs * mean[:, None]).sum(-1).amin(1).clamp(-1.0, 1.0))  # cone half-angles
+        v = self.bound_centres - origin
+        dist = v.norm(dim=-1)
+        r = self.bound_radii
+        off_axis = torch.acos(((mean @ v.T) / dist.clamp(min=1e-12)).clamp(-1.0, 1.0))  # (G, K)
+        reach = torch.asin((r / dist.clamp(min=1e-12)).clamp(max=1.0))
+        # No ray goes further than the road plane below it: that bounds the reach of downward bundles.
+        plane = torch.where(dirs[..., 2] < -1e-9, origin[2] / -dirs[..., 2].clamp(max=-1e-9),
+                            torch.full_like(dirs[..., 2], float("inf"))).amax(1)
+        bound = plane.clamp(max=t_max) * (1 + 1e-6)
+        return (dist <= r) | ((off_axis - reach <= spread[:, None] + CULL_MARGIN) & (dist - r <= bound[:, None]))
+
+    def _stack(self, keep: torch.Tensor):
+        """Per kind, (G, K) indices of the kept shapes, padded, and their (G, K) validity."""
+        nb, nc = len(self.boxes), len(self.cylinders)
+        out = []
+        for part in (keep[:, :nb], keep[:, nb:nb + nc], keep[:, nb + nc:]):
+            k = int(part.sum(1).max()) if part.numel() else 0
+            idx = torch.argsort((~part).to(torch.uint8), dim=1, stable=True)[:, :k]  # kept ones first
+            out += [idx, part.gather(1, idx)]
+        return out
+
+    def _nearest(self, origins, dirs, box_ids, box_ok, cylinder_ids, cylinder_ok, sphere_ids, sphere_ok):
+        """Nearest hit t (G, R) (inf: none) and its column in the full table (plane, boxes, cylinder
+        sides, cylinder caps, spheres) of G bundles of R rays: ``origins`` (G, R, 3), or one shared
+        origin (1, 1, 3), unit ``dirs`` (G, R, 3); each bundle tests its own shapes ((G, K) indices,
+        padding marked by the (G, K) masks). A shared origin makes every ray-independent term one
+        row per shape instead of one per ray and shape."""
+        inf = float("inf")
+        dx, dy, dz = (x[..., None] for x in dirs.unbind(-1))  # (G, R, 1)
+        ox, oy, oz = (x[..., None] for x in origins.unbind(-1))
+        safe = torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)  # divided by, as the reference
         cols = []
         # Road plane, from above.
-        t = torch.where(dz < -1e-9, -oz / dz.clamp(max=-1e-9), torch.full_like(oz, inf))
-        cols.append(torch.where(t > 0, t, torch.full_like(t, inf))[:, None])
+        t = -oz / dz.clamp(max=-1e-9)
+        cols.append(t.masked_fill(~((dz < -1e-9) & (t > 0)), inf).expand(*dirs.shape[:2], 1))
         # Boxes: the slab test.
-        b = self.boxes
-        safe = torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)
-        t0 = (b[None, :, :3] - origins[:, None]) / safe[:, None]
-        t1 = (b[None, :, 3:6] - origins[:, None]) / safe[:, None]
-        near = torch.minimum(t0, t1)
-        t_in, axis = near.max(-1)
+        b = self.boxes[box_ids][:, None]  # (G, 1, K, 11)
+        t0 = (b[..., :3] - origins[:, :, None]) / safe[:, :, None]
+        t1 = (b[..., 3:6] - origins[:, :, None]) / safe[:, :, None]
+        t_in = torch.minimum(t0, t1).amax(-1)
         t_out = torch.maximum(t0, t1).amin(-1)
-        cols.append(torch.where((t_in <= t_out) & (t_in > 0), t_in, torch.full_like(t_in, inf)))
+        cols.append(t_in.masked_fill(~((t_in <= t_out) & (t_in > 0) & box_ok[:, None]), inf))
         # Vertical cylinders: the side, then the caps.
-        c = self.cylinders
-        ex, ey = ox[:, None] - c[None, :, 0], oy[:, None] - c[None, :, 1]
-        a = (dx * dx + dy * dy)[:, None]
-        half_b = ex * dx[:, None] + ey * dy[:, None]
-        cc = ex * ex + ey * ey - c[None, :, 2] ** 2
-        disc = half_b * half_b - a * cc
+        c = self.cylinders[cylinder_ids][:, None]  # (G, 1, K, 9)
+        ex, ey = ox - c[..., 0], oy - c[..., 1]
+        r2 = c[..., 2] ** 2
+        a = dx * dx + dy * dy
+        half_b = ex * dx + ey * dy
+        disc = half_b * half_b - a * (ex * ex + ey * ey - r2)
         side = (-half_b - disc.clamp(min=0).sqrt()) / a.clamp(min=1e-12)
-        z = oz[:, None] + side * dz[:, None]
-        ok = (disc > 0) & (a > 1e-12) & (side > 0) & (z >= c[None, :, 3]) & (z <= c[None, :, 4])
-        cols.append(torch.where(ok, side, torch.full_like(side, inf)))
+        z = oz + side * dz
+        ok = (disc > 0) & (a > 1e-12) & (side > 0) & (z >= c[..., 3]) & (z <= c[..., 4]) & cylinder_ok[:, None]
+        cols.append(side.masked_fill(~ok, inf))
         caps = []
         for level in (3, 4):
-            tc = (c[None, :, level] - oz[:, None]) / torch.where(dz.abs() < 1e-12, torch.full_like(dz, 1e-12), dz)[:, None]
-            rx, ry = ex + tc * dx[:, None], ey + tc * dy[:, None]
-            ok = (tc > 0) & (rx * rx + ry * ry <= c[None, :, 2] ** 2)
-            caps.append(torch.where(ok, tc, torch.full_like(tc, inf)))
+            tc = (c[..., level] - oz) / safe[..., 2:3]
+            rx, ry = ex + tc * dx, ey + tc * dy
+            caps.append(tc.masked_fill(~((tc > 0) & (rx * rx + ry * ry <= r2) & cylinder_ok[:, None]), inf))
         cols.append(torch.minimum(*caps))
         # Spheres.
-        s = self.spheres
-        e = origins[:, None] - s[None, :, :3]
-        half_b = (e * dirs[:, None]).sum(-1)
-        disc = half_b * half_b - ((e * e).sum(-1) - s[None, :, 3] ** 2)
+        sp = self.spheres[sphere_ids][:, None]  # (G, 1, K, 8)
+        e = origins[:, :, None] - sp[..., :3]
+        half_b = (e * dirs[:, :, None]).sum(-1)
+        disc = half_b * half_b - ((e * e).sum(-1) - sp[..., 3] ** 2)
         ts = -half_b - disc.clamp(min=0).sqrt()
-        cols.append(torch.where((disc > 0) & (ts > 0), ts, torch.full_like(ts, inf)))
-        t_all = torch.cat(cols, 1)
-        t, col = t_all.min(1)
+        cols.append(ts.masked_fill(~((disc > 0) & (ts > 0) & sphere_ok[:, None]), inf))
+        t, local = torch.cat(cols, -1).min(-1)
+        nb, nc = len(self.boxes), len(self.cylinders)
+        table = torch.cat([torch.zeros(len(box_ids), 1, dtype=torch.long), 1 + box_ids, 1 + nb + cylinder_ids,
+                           1 + nb + nc + cylinder_ids, 1 + nb + 2 * nc + sphere_ids], 1)
+        return t, table.gather(1, local)
+
+    def _surface(self, origins, dirs, t, col, t_max: float):
+        """(t, hit, shape, normal) of :meth:`intersect` from the nearest hits' columns."""
+        m = origins.shape[0]
+        dz = dirs[:, 2]
+        b, c, s = self.boxes, self.cylinders, self.spheres
         hit = t < t_max
         # Columns: plane, boxes, cylinder sides, cylinder caps, spheres -> shape rows of info.
         nb, nc = len(b), len(c)
@@ -204,11 +278,13 @@ class Geometry:
         points = origins + torch.where(hit, t, torch.zeros_like(t))[:, None] * dirs
         normal = torch.zeros(m, 3)
         normal[:, 2] = 1.0  # the plane, and cylinder tops
-        rows = torch.arange(m)
         is_box = (col >= 1) & (col <= nb)
         if is_box.any():
-            k = (col[is_box] - 1)
-            ax = axis[rows[is_box], k]
+            k = col[is_box] - 1
+            # the entered face: the axis whose slab the ray enters last
+            o, d = origins[is_box], dirs[is_box]
+            safe = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
+            ax = torch.minimum((b[k, :3] - o) / safe, (b[k, 3:6] - o) / safe).argmax(-1)
             n = torch.zeros(int(is_box.sum()), 3)
             n[torch.arange(len(k)), ax] = -torch.sign(dirs[is_box].gather(1, ax[:, None])[:, 0])
             normal[is_box] = n
@@ -252,6 +328,19 @@ class Geometry:
         if crown.any():
             out[crown] = sdf.checker(points[crown], [0.2, 0.45, 0.15], [0.3, 0.55, 0.2], 0.4)
         return out
+
+
+def direction_order(dirs: torch.Tensor, cells: int = 512) -> torch.Tensor:
+    """A permutation of unit directions (M, 3) that keeps nearby directions together: Z-order of
+    their (azimuth, elevation) cells, so consecutive runs make narrow bundles."""
+    az = torch.atan2(dirs[:, 1], dirs[:, 0])
+    el = torch.asin(dirs[:, 2].clamp(-1.0, 1.0))
+    i = ((az + math.pi) / (2 * math.pi) * cells).long().clamp(0, cells - 1)
+    j = ((el + math.pi / 2) / math.pi * cells).long().clamp(0, cells - 1)
+    key = torch.zeros_like(i)
+    for bit in range(int(math.log2(cells))):
+        key |= ((i >> bit) & 1) << (2 * bit) | ((j >> bit) & 1) << (2 * bit + 1)
+    return torch.argsort(key, stable=True)
 
 
 def ground_albedo(p):
@@ -376,7 +465,8 @@ class Rig:
 
 
 def default_rig() -> Rig:
-    rect00 = transform(FORWARD @ rotation("x", -1.5), [1.2, 0.3, 1.5 - IMU_HEIGHT])  # pitched 1.5 deg down
+    # Pitched down by CAMERA_PITCH, as KITTI-360's camera: the occupancy evaluator levels its slab by that angle.
+    rect00 = transform(FORWARD @ rotation("x", -CAMERA_PITCH), [1.2, 0.3, 1.5 - IMU_HEIGHT])
     rect01 = rect00 @ transform(np.eye(3), [BASELINE, 0.0, 0.0])
     fish02 = transform(LEFT @ rotation("x", -12.0), [0.8, 0.9, 1.4 - IMU_HEIGHT])
     fish03 = transform(RIGHT @ rotation("x", -12.0), [0.8, -0.9, 1.4 - IMU_HEIGHT])
