@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import yaml
@@ -57,8 +57,8 @@ def check_scene(scene_cfg: dict, metadata: bool = True) -> None:
     """A user's scene folder exists and, with ``metadata``, reads: every file the readers open
     parses and agrees (sizes, matrices, intrinsics). The bundled generated scenes are ours."""
     check_scene_path(scene_cfg)
-    if metadata and scene_cfg.get("path"):
-        load_scene_from_config(scene_cfg)
+    if metadata and scene_cfg.get("path") and scene_cfg.get("format"):  # no format: a dataset of scans
+        load_scene_from_config(scene_cfg)  # (DTU), which its data module reads when a stage builds
 
 
 def _execute(cfg: dict, method: Callable[[RunContext], dict], parent: str | None) -> tuple[str, dict]:
