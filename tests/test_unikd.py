@@ -182,7 +182,10 @@ def test_a_trial_stopped_mid_stream_frees_its_place_for_the_next(tiny_room, tmp_
     report (after chunk_0) while its stream goes on to chunk_1; the next trial must still run."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = tmp_path / "lr.yaml"
-    space.write_text("search: grid\nscheduler: asha\ngrace_period: 1\nmetric: test/psnr\nmode: max\n"
+    # reduction factor 2: the cutoff is the median of the earlier reports, so the good 4e-3 trial
+    # clears it with room (with 4 it sat at the 75th percentile, next to the 5e-3 trial: a coin flip).
+    space.write_text("search: grid\nscheduler: asha\ngrace_period: 1\nreduction_factor: 2\n"
+                     "metric: test/psnr\nmode: max\n"
                      "space:\n  trainer.lr: {grid: [5.0e-3, 1.0e-7, 4.0e-3]}\n")
     args = [f"tune_space={space}", *small(tiny_room, tmp_path / "out", steps=20), "unikd.chunks=2",
             "unikd.baselines=[]", "unikd.mesh=false", "tracking.log_checkpoint=false", "tune.max_concurrent=1"]
