@@ -18,12 +18,8 @@ union is a true lower bound of the distance and sphere tracing stays safe.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import os
-import secrets
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +30,7 @@ from ..atomic import write_text
 from ..errors import InputError
 from ..train.progress import Counter
 from . import kitti360, lens, sdf
-from .cache import cache_root
+from .cache import build_once, cache_root
 from .kitti360 import Calibration, MeiCamera
 from .tracer import AMBIENT, LIGHT_DIR, one_thread
 
@@ -602,22 +598,5 @@ def write_dataset(root, options: Options = Options(), progress: bool = True) -> 
 
 def default_kitti_dir(progress: bool = True) -> Path:
     """The bundled driving set (:class:`Options` defaults), generated once into the cache folder."""
-    final = cache_root() / f"kitti360-v{KITTI_GENERATOR_VERSION}"
-    if final.is_dir():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if final.is_dir():  # another worker finished while we waited
-            return final
-        for stale in final.parent.glob(f".{final.name}.tmp-*"):  # we hold the lock: nobody's work
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = final.parent / f".{final.name}.tmp-{secrets.token_hex(4)}"
-        tmp.mkdir(mode=0o777)
-        try:
-            write_dataset(tmp, progress=progress)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return final
+    return build_once(cache_root() / f"kitti360-v{KITTI_GENERATOR_VERSION}",
+                      lambda tmp: write_dataset(tmp, progress=progress))
