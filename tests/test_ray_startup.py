@@ -8,12 +8,14 @@ which every process of a Ray instance inherits, and none may be left once a test
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -238,6 +240,11 @@ def test_local_instance_listens_on_loopback_only(ray_root, monkeypatch):
 
     monkeypatch.setenv("RAY_TMPDIR", str(ray_root))
     ray.shutdown()
+    # Another Ray instance's agent holds Ray's default agent port: ours must still come up.
+    other_agent = socket.socket()
+    with contextlib.suppress(OSError):  # already held by a real one
+        other_agent.bind(("127.0.0.1", 52365))
+        other_agent.listen()
     start_local(num_cpus=1, dashboard=True)  # the dashboard and its agent, as Ray Train has them
     try:
         @ray.remote
@@ -254,9 +261,11 @@ def test_local_instance_listens_on_loopback_only(ray_root, monkeypatch):
                     "dashboard agent's metrics export": node["MetricsExportPort"], "dashboard": dashboard_port}
         deadline = time.monotonic() + 180  # the agents come up a while after ray.init returns
         while True:
-            pids = started_under(ray_root) | {os.getpid(): 0.0}
+            # Ray's agents retitle themselves (setproctitle), which can blank their /proc environ:
+            # find them as descendants of this driver too.
+            pids = set(started_under(ray_root)) | {os.getpid()} | {c.pid for c in psutil.Process().children(recursive=True)}
             try:
-                sockets = listening(set(pids))
+                sockets = listening(pids)
             except psutil.AccessDenied:
                 pytest.skip("psutil may not read this machine's sockets")
             missing = {k: v for k, v in expected.items() if v not in {p for _, _, p in sockets}}
@@ -270,6 +279,7 @@ def test_local_instance_listens_on_loopback_only(ray_root, monkeypatch):
         print("\n".join(f"{name} {ip} {port}" for name, ip, port in sorted(sockets)))  # shown with -s
     finally:
         ray.shutdown()
+        other_agent.close()
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") is None  # only Ray's processes keep the setting
 
 

@@ -75,7 +75,7 @@ def start_local(num_cpus: int | None = None, num_gpus: int | None = None, dashbo
     import ray
 
     quiet_token_notice()
-    with single_machine():
+    with single_machine(), agent_port_of_its_own():
         # "local": a new instance even when `ray start` or a stale address file says otherwise.
         ray.init(address="local", num_cpus=num_cpus or machine_cpus(), num_gpus=num_gpus,
                  include_dashboard=dashboard, dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK,
@@ -99,6 +99,29 @@ def single_machine():
             os.environ.pop(SINGLE_MACHINE_ENV, None)
         else:
             os.environ[SINGLE_MACHINE_ENV] = before_env
+
+
+@contextlib.contextmanager
+def agent_port_of_its_own():
+    """While Ray starts, its dashboard agent asks for a free HTTP port instead of the fixed 52365.
+
+    ray.init cannot set that port, and beside another Ray instance (a `ray start` of the user's, another
+    run) the second agent fails to bind it and dies: a node without its agent (no metrics, no job or
+    runtime-env service). Port 0 lets the agent take a free one; it publishes the port it got.
+    """
+    from ray._private import parameter
+
+    original = parameter.RayParams.__init__
+
+    def with_free_agent_port(self, *args, **kwargs):
+        kwargs.setdefault("dashboard_agent_listen_port", 0)
+        original(self, *args, **kwargs)
+
+    parameter.RayParams.__init__ = with_free_agent_port
+    try:
+        yield
+    finally:
+        parameter.RayParams.__init__ = original
 
 
 class _DropTokenNotice(logging.Filter):
