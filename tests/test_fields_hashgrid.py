@@ -200,6 +200,7 @@ def _tcnn_or_skip():
     return tcnn
 
 
+@pytest.mark.cuda
 @pytest.mark.parametrize("cfg", [
     HashGridConfig(),
     HashGridConfig(n_levels=8, n_features_per_level=4, log2_hashmap_size=15, base_resolution=8,
@@ -227,6 +228,7 @@ def test_tcnn_and_torch_backends_agree(cfg):
     torch.testing.assert_close(mine.table.grad.reshape(-1), grad_ref.float(), atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.cuda
 def test_hash_field_on_tcnn_backend():
     _tcnn_or_skip()
     field = build_field("hash", [[-1] * 3, [1] * 3], backend="tcnn").cuda()
