@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, command_line, markdown_table, run_cli  # noqa: E402
+from common import RESULTS, command_line, markdown_table, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = (25.0, 28.0, 30.0)

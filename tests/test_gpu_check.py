@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gpu_check import first_crossings  # noqa: E402
+from gpu_check import first_crossings
 
 
 def test_first_crossings_are_the_first_times_at_or_above_each_threshold():
