@@ -245,6 +245,9 @@ def test_local_instance_listens_on_loopback_only(ray_root, monkeypatch):
     with contextlib.suppress(OSError):  # already held by a real one
         other_agent.bind(("127.0.0.1", 52365))
         other_agent.listen()
+    # Processes this driver already had (another test's `ray start --head`, which binds every address) are
+    # not ours: only what is started from here on, and their descendants, are looked at.
+    earlier = {c.pid for c in psutil.Process().children()}
     start_local(num_cpus=1, dashboard=True)  # the dashboard and its agent, as Ray Train has them
     try:
         @ray.remote
@@ -263,7 +266,7 @@ def test_local_instance_listens_on_loopback_only(ray_root, monkeypatch):
         while True:
             # Ray's agents retitle themselves (setproctitle), which can blank their /proc environ:
             # find them as descendants of this driver too.
-            pids = set(started_under(ray_root)) | {os.getpid()} | {c.pid for c in psutil.Process().children(recursive=True)}
+            pids = set(started_under(ray_root)) | {os.getpid()} | ours_since(earlier)
             try:
                 sockets = listening(pids)
             except psutil.AccessDenied:
@@ -281,6 +284,12 @@ def test_local_instance_listens_on_loopback_only(ray_root, monkeypatch):
         ray.shutdown()
         other_agent.close()
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") is None  # only Ray's processes keep the setting
+
+
+def ours_since(earlier: set[int]) -> set[int]:
+    """Descendants of this process that are not in the subtree of one of its ``earlier`` children."""
+    new_children = {c.pid for c in psutil.Process().children()} - earlier
+    return set(new_children).union(*(descendants(pid) for pid in new_children))
 
 
 def test_only_rays_token_on_notice_is_dropped():
