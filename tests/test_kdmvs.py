@@ -138,3 +138,46 @@ def test_kdmvs_pipeline_end_to_end(tiny_dtu, tmp_path, one_torch_thread):
     history = sorted((m.step, m.value) for m in client.get_metric_history(stages["student_1"].info.run_id,
                                                                           "train/loss"))
     assert history[-1][0] == 30 and history[-1][1] < 0.95 * history[0][1], history
+
+
+def student_history(client, summary: dict, key: str) -> list[tuple[int, float]]:
+    children = client.search_runs([client.get_run(summary["run_id"]).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{summary['run_id']}'")
+    (student,) = [c for c in children if c.data.tags["fieldkd.stage"] == "student_1"]
+    return sorted((m.step, m.value) for m in client.get_metric_history(student.info.run_id, key)), student
+
+
+@pytest.mark.timeout(900)
+def test_the_student_on_two_ray_train_workers_matches_one_worker(tiny_dtu, tmp_path, one_torch_thread):
+    """compute.workers=2 trains the student with DDP on two Ray Train workers, each on its own shard
+    with half the global batch: the replicas stay equal and the loss follows the one-worker run's."""
+    from mlflow.tracking import MlflowClient
+
+    teacher = untrained_checkpoint(tmp_path / "teacher")
+    scene = {"path": str(tiny_dtu), "train_scans": ["scan1"], "test_scans": ["scan3"], "n_src": 2, "light": 0, **SIZE}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = {}
+    for workers in (1, 2):
+        proc = fieldkd(["run", "method=kdmvs", f"kdmvs.teacher={teacher}", f"compute.workers={workers}",
+                        *(f"scene.{k}={json.dumps(v).replace(' ', '')}" for k, v in scene.items()),
+                        *(f"network.{k}={json.dumps(v).replace(' ', '')}" for k, v in NET.items()),
+                        "trainer.steps=24", "trainer.warmup_steps=2", "trainer.checkpoint_every=24",
+                        "trainer.log_every=4", "mvs.batch_size=2", *(f"kdmvs.labels.{k}={v}" for k, v in LOOSE.items()),
+                        "eval.log_images=0", "tracking.system_metrics_s=0", "trainer.progress=false",
+                        f"output_dir={tmp_path / f'out{workers}'}"], tmp_path, uri)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[workers] = json.loads(proc.stdout.strip().splitlines()[-1])
+    client = MlflowClient(uri)
+    losses, students = {}, {}
+    for workers, summary in runs.items():
+        history, students[workers] = student_history(client, summary, "train/loss")
+        assert history[-1][0] == 24 and history[-1][1] < 0.95 * history[0][1], history  # it learns
+        losses[workers] = np.array([v for _, v in history])
+    assert students[2].data.metrics["train/workers"] == 2 and students[2].data.tags["fieldkd.workers"] == "2"
+    assert students[2].data.metrics["train/replica_spread"] == 0.0  # DDP kept the replicas in step
+    assert "train/workers" not in students[1].data.metrics  # one worker: the actor pool, not Ray Train
+    # The same steps at the same global batch: the curves agree to sampling noise (the shards differ).
+    gap = np.abs(losses[2] - losses[1]) / losses[1]
+    assert gap.max() < 0.15, (losses[1], losses[2])
+    # Both students are scored on the held-out scan with the same metrics.
+    assert set(runs[1]["metrics"]) == set(runs[2]["metrics"])

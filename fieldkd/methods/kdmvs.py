@@ -68,7 +68,7 @@ def run(ctx: RunContext) -> dict[str, float]:
         metrics.update(prefixed({key.split("/", 1)[1]: v for key, v in found.items()}, f"labels_{r}"))
         cfg = stage_cfg(ctx.cfg, uncertainty=False, labels=labels, hard=kind == "hard")
         student = run_mvs_stage(ctx, ctx.request(f"student_{r}", ctx.child(f"student_{r}", cfg), cfg,
-                                                 task="mvs_labelled", report=True))
+                                                 task="mvs_labelled", report=True), distributed=True)
         metrics.update(prefixed(student.metrics, f"student_{r}"))
         source = student.checkpoint
     metrics.update(student.metrics)

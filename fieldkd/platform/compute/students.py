@@ -23,8 +23,11 @@ from . import interrupts
 LOCAL_SHUFFLE_ROWS = 8192
 
 
-def fit_distributed(request: StageRequest) -> StageOutcome:
-    """Train the request's field on ``compute.workers`` Ray Train workers, then evaluate it."""
+def fit_distributed(request: StageRequest, worker=None) -> StageOutcome:
+    """Train the request's model on ``compute.workers`` Ray Train workers, then evaluate it.
+
+    ``worker`` is the body each worker runs (``config["request"]``, ``config["cpus_per_worker"]``);
+    by default :func:`train_worker`, a field on the scene's rays."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -47,7 +50,7 @@ def fit_distributed(request: StageRequest) -> StageOutcome:
         ray.data.DataContext.get_current().enable_progress_bars = False  # the training bar is the one to watch
         datasets["train"] = ray.data.read_parquet(str(shards)).materialize()
     trainer = TorchTrainer(
-        train_worker,
+        worker or train_worker,
         train_loop_config={"request": request, "cpus_per_worker": cpus, "sharded": shards is not None},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})}),

@@ -95,7 +95,7 @@ class MVSStage:
         stream = batches if batches is not None else parts.data.train_batches(rank, world, size,
                                                                               int(request.cfg["seed"]))
         kind = LabelledMVSTask if self.labelled else SelfSupervisedMVSTask
-        return kind(parts.net, stream, device, request.cfg.get("mvs_loss"), evaluate=evaluate)
+        return kind(parts.net, stream, device, request.cfg.get("mvs_loss"), evaluate=evaluate, forward=forward)
 
     def validation(self, request, parts, device):
         return lambda step: {}  # scoring fuses whole scans: done once, after training
@@ -200,13 +200,20 @@ def fit_mvs_stage(request):
                         time.perf_counter() - started)
 
 
-def run_mvs_stage(ctx, request):
-    """One MVS stage on the actor pool (inline inside a Tune trial); its child run is closed after."""
+def run_mvs_stage(ctx, request, distributed: bool = False):
+    """One MVS stage on the actor pool (inline inside a Tune trial), or on ``compute.workers`` Ray Train
+    workers when ``distributed`` and there are more than one; its child run is closed after."""
     from ...compute.pool import Training, run_trainings
     from ...compute.resources import training_resources
     from ...stages import finishing
 
     compute = ctx.cfg["compute"]
+    if distributed and int(compute["workers"]) > 1:
+        from ...compute.students import fit_distributed
+        from .distributed import mvs_train_worker
+
+        with finishing(ctx, [request]):
+            return fit_distributed(request, worker=mvs_train_worker)
     num_cpus, num_gpus = training_resources(compute, 1)
     with finishing(ctx, [request]):
         outcomes = run_trainings([Training(request.stage, fit_mvs_stage, {"request": request}, num_cpus, num_gpus)],

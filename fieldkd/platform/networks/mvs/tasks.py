@@ -84,8 +84,10 @@ def _depth_metrics(out: MVSOutput, batch: dict) -> dict[str, float]:
 
 
 class _MVSTask:
-    def __init__(self, net: CascadeMVSNet, batches: Iterator[dict], device, evaluate: Callable[[int], dict] | None):
+    def __init__(self, net: CascadeMVSNet, batches: Iterator[dict], device, evaluate: Callable[[int], dict] | None,
+                 forward: torch.nn.Module | None = None):
         self.net = net
+        self.forward = forward or net  # a DDP wrapper of ``net`` on Ray Train workers: gradients are averaged
         self.batches = batches
         self.device = torch.device(device)
         self._evaluate = evaluate
@@ -117,8 +119,8 @@ class SelfSupervisedMVSTask(_MVSTask):
     reference with its warped sources; no depth labels."""
 
     def __init__(self, net: CascadeMVSNet, batches: Iterator[dict], device, cfg: dict | None = None,
-                 evaluate: Callable[[int], dict] | None = None):
-        super().__init__(net, batches, device, evaluate)
+                 evaluate: Callable[[int], dict] | None = None, forward: torch.nn.Module | None = None):
+        super().__init__(net, batches, device, evaluate, forward)
         self.cfg = _options(cfg, SELF_SUPERVISED_DEFAULTS, "mvs_loss")
         if self.cfg["view_selection"] not in VIEW_SELECTIONS:
             raise InputError("mvs_loss.view_selection", f"must be one of {VIEW_SELECTIONS}, "
@@ -129,7 +131,7 @@ class SelfSupervisedMVSTask(_MVSTask):
 
     def training_step(self, step: int):
         batch = self._next()
-        out = run_network(self.net, batch)
+        out = run_network(self.forward, batch)
         c = self.cfg
         loss, metrics = self_supervised_loss(out.stages, batch["images"], batch["extrinsics"], c["stage_weights"],
                                              c["weights"], c["view_selection"], c["top_k"], c["ssim_views"],
@@ -144,8 +146,8 @@ class LabelledMVSTask(_MVSTask):
     hypothesis nearest their mean, on the pixels the label mask keeps."""
 
     def __init__(self, net: CascadeMVSNet, batches: Iterator[dict], device, cfg: dict | None = None,
-                 evaluate: Callable[[int], dict] | None = None):
-        super().__init__(net, batches, device, evaluate)
+                 evaluate: Callable[[int], dict] | None = None, forward: torch.nn.Module | None = None):
+        super().__init__(net, batches, device, evaluate, forward)
         self.cfg = _options(cfg, LABELLED_DEFAULTS, "mvs_loss")
         unknown = sorted(set(self.cfg["weights"]) - set(STUDENT_WEIGHTS))
         if unknown:
@@ -163,7 +165,7 @@ class LabelledMVSTask(_MVSTask):
         missing = [k for k in ("label_mu", "label_sigma", "label_mask") if k not in batch]
         if missing:
             raise InputError("batch", f"a labelled batch needs {missing}")
-        out = run_network(self.net, batch)
+        out = run_network(self.forward, batch)
         c = self.cfg
         loss, metrics = labelled_loss(out.stages, batch["label_mu"], batch["label_sigma"], batch["label_mask"],
                                       self._min_sigma(batch), c["stage_weights"], c["weights"], c["hard"])
