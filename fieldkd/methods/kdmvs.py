@@ -18,8 +18,8 @@ import copy
 from pathlib import Path
 
 from fieldkd.platform.errors import InputError
-from fieldkd.platform.networks.mvs.stage import label_stage, run_mvs_stage
-from fieldkd.platform.stages import RunContext, prefixed
+from fieldkd.platform.networks.mvs.stage import label_stage
+from fieldkd.platform.stages import RunContext, prefixed, run_stages
 
 LABEL_KINDS = ("prob", "hard")
 
@@ -60,15 +60,15 @@ def run(ctx: RunContext) -> dict[str, float]:
         metrics, source = {}, str(k["teacher"])
     else:
         cfg = stage_cfg(ctx.cfg, uncertainty=True)
-        teacher = run_mvs_stage(ctx, ctx.request("teacher", ctx.child("teacher", cfg), cfg,
-                                                 task="mvs_self_supervised"))
+        (teacher,) = run_stages(ctx, [ctx.request("teacher", ctx.child("teacher", cfg), cfg,
+                                                  task="mvs_self_supervised")]).values()
         metrics, source = prefixed(teacher.metrics, "teacher"), teacher.checkpoint
     for r in range(1, rounds + 1):
         labels, found = label_stage(ctx, f"labels_{r}", source, stage_cfg(ctx.cfg, uncertainty=False), job)
         metrics.update(prefixed({key.split("/", 1)[1]: v for key, v in found.items()}, f"labels_{r}"))
         cfg = stage_cfg(ctx.cfg, uncertainty=False, labels=labels, hard=kind == "hard")
-        student = run_mvs_stage(ctx, ctx.request(f"student_{r}", ctx.child(f"student_{r}", cfg), cfg,
-                                                 task="mvs_labelled", report=True), distributed=True)
+        (student,) = run_stages(ctx, [ctx.request(f"student_{r}", ctx.child(f"student_{r}", cfg), cfg,
+                                                  task="mvs_labelled", report=True)], distributed=True).values()
         metrics.update(prefixed(student.metrics, f"student_{r}"))
         source = student.checkpoint
     metrics.update(student.metrics)

@@ -34,10 +34,10 @@ from .run_info import used_config
 from .scenes import default_scene_dir, load_scene
 from .scenes.limits import ReadLimits
 from .scenes.scene import Scene, SceneSplit
+from .stage_kinds import stage_kind
 from .tracking import Run, flatten
 from .tracking.run import CHECKPOINT_TAG
 from .train.loop import MetricsLogger, Trainer, TrainerConfig, TrainResult
-from .train.photometric import PhotometricTask
 from .train.progress import activity
 from .train.supervision import Supervision
 
@@ -214,12 +214,9 @@ def periodic_validation(cfg: dict, scene: Scene, renderer: Renderer, field: torc
     return lambda step: evaluate_views(renderer, field, val, views, device, prefix="val", depth_align=align).metrics
 
 
-TASKS = ("photometric", "distill", "evaluate", "incremental")
-
-
 @dataclass
 class StageParts:
-    """What a process builds for a stage before training it."""
+    """What a process builds for a stage of a field before training it (see :mod:`.field_stages`)."""
 
     scene: Scene
     field: torch.nn.Module
@@ -228,33 +225,10 @@ class StageParts:
     teacher: Teacher | None = None
 
 
-def build_parts(request: StageRequest, device: torch.device) -> StageParts:
-    """The scene, the field to train (or, to evaluate, the given one) and its renderer."""
-    if request.task not in TASKS:
-        raise InputError("task", f"unknown stage task {request.task!r}; one of {', '.join(TASKS)}")
-    cfg = request.cfg
-    scene = load_scene_from_config(cfg["scene"])
-    if request.task != "photometric" and request.teacher is None:
-        raise ValueError(f"a {request.task} stage needs a teacher")
-    if request.task == "evaluate":
-        trained = request.teacher.load(scene, cfg, device)
-        return StageParts(scene, trained.field, trained.renderer, pick_backend(cfg["field"]))
-    field, backend = make_field(cfg["field"], scene, device)
-    renderer = make_renderer(cfg, scene, device)
-    if request.init is not None:
-        start_from(request.init, field, renderer)
-    teacher = None
-    if request.task == "incremental":
-        teacher = request.teacher.load(scene, cfg, device)
-    if request.task == "distill":
-        from .distill.samples import occupancy_from_teacher
-        from .distill.teacher import inherit_colour_head
-
-        teacher = request.teacher.load(scene, cfg, device)
-        occupancy_from_teacher(renderer, teacher)  # the student marches the teacher's grid: the same points
-        if cfg["distill"].get("inherit_colour_head") and request.init is None:
-            inherit_colour_head(field, teacher)
-    return StageParts(scene, field, renderer, backend, teacher)
+def build_parts(request: StageRequest, device: torch.device):
+    """What the stage's kind builds before training: for a field, the scene, the field to train (or, to
+    evaluate, the given one) and its renderer."""
+    return stage_kind(request.task).build(request, device)
 
 
 def start_from(checkpoint: str, field: torch.nn.Module, renderer: Renderer) -> None:
@@ -272,32 +246,15 @@ def pick_backend(field_cfg: dict) -> str:
     return pick_hash_backend(field_cfg["backend"]) if "backend" in field_cfg else "torch"
 
 
-def make_task(request: StageRequest, parts: StageParts, device: torch.device, *, evaluate=None, forward=None,
+def make_task(request: StageRequest, parts, device: torch.device, *, evaluate=None, forward=None,
               batches=None, batch_rays: int | None = None, rank: int = 0):
     """The training task of a stage. ``batches``: a Ray Data shard (on Ray Train
     workers) to read instead of the split's pixels or the teacher's answers;
     ``batch_rays``: this process's share of the batch; ``rank`` varies the seed
     of batches drawn on the fly, so data-parallel workers see different rays."""
-    cfg = request.cfg
-    batch_rays = int(batch_rays or cfg["trainer"]["batch_rays"])
-    if request.task == "photometric":
-        from .compute.students import ShardRays
-
-        rays = ShardRays(batches, batch_rays, device) if batches is not None else request.training_split(parts.scene)
-        return PhotometricTask(parts.field, parts.renderer, rays, batch_rays, device, evaluate=evaluate,
-                               forward=forward, supervision=supervision_of(cfg))
-    if request.task == "incremental":
-        from .distill.incremental import incremental_task
-
-        return incremental_task(request, parts, device, batch_rays, supervision_of(cfg), rank=rank,
-                                evaluate=evaluate, forward=forward)
-    from .distill.stage import batch_source, distill_task, store_path
-
-    source = batch_source(cfg, parts.scene, parts.teacher, parts.renderer, store_path(request.checkpoint_dir), device,
-                          batches=batches, batch_rays=batch_rays, rank=rank)
-    stage_cfg = {**cfg, "trainer": {**cfg["trainer"], "batch_rays": batch_rays}}
-    return distill_task(stage_cfg, parts.scene, parts.field, parts.renderer, parts.teacher, source, device,
-                        evaluate=evaluate, forward=forward)
+    batch_rays = int(batch_rays or request.cfg["trainer"]["batch_rays"])
+    return stage_kind(request.task).task(request, parts, device, evaluate=evaluate, forward=forward, batches=batches,
+                                         batch_size=batch_rays, rank=rank)
 
 
 def supervision_of(cfg: dict) -> Supervision:
@@ -311,7 +268,7 @@ def train_stage(ctx: RunContext, request: StageRequest, parts: StageParts, run: 
     """Train a stage's field (resuming from the stage's checkpoint); an evaluate stage
     keeps a copy of the field it scores, so its run holds a checkpoint like the others."""
     checkpoint_dir = request.checkpoint_dir
-    if request.task == "evaluate":
+    if not stage_kind(request.task).trains:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if Path(request.teacher.checkpoint).resolve() != (checkpoint_dir / "last.pt").resolve():
             copy_file(request.teacher.checkpoint, checkpoint_dir / "last.pt")
@@ -381,7 +338,11 @@ def budget_start(run: Run, request: StageRequest) -> float | None:
 
 def fit_stage(request: StageRequest) -> StageOutcome:
     """Train (resuming if a checkpoint exists) and evaluate one stage, in whatever process runs it.
-    A stage that the driver asked to stop saves its checkpoint and raises :class:`StageStopped`."""
+    A stage that the driver asked to stop saves its checkpoint and raises :class:`StageStopped`.
+    Kinds with a body of their own (``fit``) run it instead."""
+    kind = stage_kind(request.task)
+    if hasattr(kind, "fit"):
+        return kind.fit(request)
     cfg = request.cfg
     run = Run(request.run_id, request.tracking_uri)
     ctx = RunContext(cfg=cfg, run=run, device=resolve_device(cfg["device"]), output_dir=Path(request.output_dir))

@@ -23,11 +23,11 @@ from . import interrupts
 LOCAL_SHUFFLE_ROWS = 8192
 
 
-def fit_distributed(request: StageRequest, worker=None) -> StageOutcome:
+def fit_distributed(request: StageRequest) -> StageOutcome:
     """Train the request's model on ``compute.workers`` Ray Train workers, then evaluate it.
 
-    ``worker`` is the body each worker runs (``config["request"]``, ``config["cpus_per_worker"]``);
-    by default :func:`train_worker`, a field on the scene's rays."""
+    Each worker runs the stage kind's ``worker`` body, or :func:`train_worker` (a field on the
+    scene's rays) for kinds without one."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -49,8 +49,10 @@ def fit_distributed(request: StageRequest, worker=None) -> StageOutcome:
         # Read before the workers take the CPUs: on a small machine no core would be left for reading.
         ray.data.DataContext.get_current().enable_progress_bars = False  # the training bar is the one to watch
         datasets["train"] = ray.data.read_parquet(str(shards)).materialize()
+    from ..stage_kinds import stage_kind
+
     trainer = TorchTrainer(
-        worker or train_worker,
+        getattr(stage_kind(request.task), "worker", train_worker),
         train_loop_config={"request": request, "cpus_per_worker": cpus, "sharded": shards is not None},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})}),
@@ -67,23 +69,11 @@ def fit_distributed(request: StageRequest, worker=None) -> StageOutcome:
 
 
 def write_shards(request: StageRequest) -> str | None:
-    """The Parquet shards the workers stream: the split's rays, or the teacher's answers
-    (``distill.source=store``); None when each worker asks its teacher itself."""
-    from ..stages import build_parts, load_scene_from_config, resolve_device
-    from ..train.ray_shards import write_ray_shards
+    """The Parquet shards the workers stream (the split's rays, the teacher's answers), as the stage's
+    kind writes them; None when each worker draws its own batches."""
+    from ..stage_kinds import stage_kind
 
-    cfg = request.cfg
-    if request.task == "photometric":
-        scene = load_scene_from_config(cfg["scene"])
-        return str(write_ray_shards(request.training_split(scene), request.checkpoint_dir / "rays", seed=cfg["seed"]))
-    if request.task == "distill" and cfg["distill"]["source"] == "store":
-        from ..distill.stage import ensure_store, store_path
-
-        device = resolve_device(cfg["device"])
-        parts = build_parts(request, device)
-        return str(ensure_store(cfg, parts.scene, parts.teacher, parts.renderer, store_path(request.checkpoint_dir),
-                                device))
-    return None
+    return stage_kind(request.task).shards(request)
 
 
 OUTCOME = "outcome.json"
@@ -212,6 +202,7 @@ def train_worker(config: dict) -> None:
     import ray.train.torch
     from torch.nn.parallel import DistributedDataParallel
 
+    from ..stage_kinds import stage_kind
     from ..stages import (RunContext, TrainedField, budget_start, build_parts, evaluate_field, make_task,
                           periodic_validation, stage_tags, trainer_config)
     from ..tracking import Run
@@ -241,7 +232,7 @@ def train_worker(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train") if config["sharded"] else None
     task = make_task(request, parts, device, evaluate=periodic, forward=model, batches=shard, batch_rays=per_worker,
                      rank=rank)
-    if world > 1 and renderer.grid is not None and request.task == "photometric":
+    if world > 1 and renderer.grid is not None and stage_kind(request.task).shares_grid:
         refresh_every = int(cfg["render"]["occupancy_update_every"])
         update = task.after_step
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 
 from ...errors import InputError
+from ...stage_kinds import register_stage_kind
+from .distributed import mvs_train_worker
 
 MODEL_KIND = "cascade_mvs"
 MVS_DEFAULTS = {"batch_size": 2, "labels": None}
@@ -64,7 +66,12 @@ class MVSStage:
 
     name = "mvs"
     labelled = False
+    trains = True
     evaluators = ("mvs",)
+    worker = staticmethod(mvs_train_worker)  # the body of each Ray Train worker (compute.workers > 1)
+
+    def fit(self, request):
+        return fit_mvs_stage(request)
 
     def build(self, request, device) -> MVSParts:
         from .label_data import LabelledViews
@@ -119,11 +126,13 @@ class MVSStage:
         return mvs_evaluator(trained, run, request.cfg)
 
 
+@register_stage_kind
 class SelfSupervisedStage(MVSStage):
     name = "mvs_self_supervised"
     labelled = False
 
 
+@register_stage_kind
 class LabelledStage(MVSStage):
     name = "mvs_labelled"
     labelled = True
@@ -198,27 +207,6 @@ def fit_mvs_stage(request):
         run.set_tags({CHECKPOINT_TAG: str(checkpoint.resolve())})
     return StageOutcome(request.stage, metrics, str(checkpoint), "torch", result.steps,
                         time.perf_counter() - started)
-
-
-def run_mvs_stage(ctx, request, distributed: bool = False):
-    """One MVS stage on the actor pool (inline inside a Tune trial), or on ``compute.workers`` Ray Train
-    workers when ``distributed`` and there are more than one; its child run is closed after."""
-    from ...compute.pool import Training, run_trainings
-    from ...compute.resources import training_resources
-    from ...stages import finishing
-
-    compute = ctx.cfg["compute"]
-    if distributed and int(compute["workers"]) > 1:
-        from ...compute.students import fit_distributed
-        from .distributed import mvs_train_worker
-
-        with finishing(ctx, [request]):
-            return fit_distributed(request, worker=mvs_train_worker)
-    num_cpus, num_gpus = training_resources(compute, 1)
-    with finishing(ctx, [request]):
-        outcomes = run_trainings([Training(request.stage, fit_mvs_stage, {"request": request}, num_cpus, num_gpus)],
-                                 max_restarts=int(compute["max_restarts"]))
-    return outcomes[request.stage].result
 
 
 def label_images(out_dir, count: int) -> list[tuple[str, object]]:

@@ -1,0 +1,47 @@
+"""Stage kinds, registered by name: what a stage of each ``StageRequest.task`` builds and trains.
+
+A kind is an object with
+
+- ``build(request, device)``: the parts a process builds before training (data, model, teacher);
+  bad input fails here, before the stage's run is touched;
+- ``task(request, parts, device, *, evaluate, forward, batches, batch_size, rank, world)``: the
+  Trainer task of one process (``forward``: a DDP wrapper of the model on Ray Train workers,
+  ``batches``: a Ray Data shard, ``batch_size``: this process's share, ``rank``/``world``: which
+  part of the data it draws);
+- ``shards(request)``: the Parquet shards Ray Train workers stream, or None when each worker
+  draws its own batches;
+- ``trains``: False for a kind that only scores a given model;
+- optionally ``fit(request)`` and ``worker(config)``, for kinds whose stages run a body of their
+  own in an actor or on each Ray Train worker (the feed-forward networks).
+
+Kinds register with :func:`register_stage_kind` when their module is imported; the built-in
+modules are imported on first lookup, so the platform names no kind in an if-chain.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .errors import InputError
+
+BUILTIN = ("fieldkd.platform.field_stages", "fieldkd.platform.networks.mvs.stage")
+_KINDS: dict[str, object] = {}
+
+
+def register_stage_kind(cls):
+    """Class decorator: one instance of ``cls`` serves the stages of task ``cls.name``."""
+    _KINDS[cls.name] = cls()
+    return cls
+
+
+def stage_kinds() -> dict[str, object]:
+    for module in BUILTIN:
+        importlib.import_module(module)
+    return dict(_KINDS)
+
+
+def stage_kind(task: str):
+    kinds = stage_kinds()
+    if task not in kinds:
+        raise InputError("task", f"unknown stage task {task!r}; one of {', '.join(sorted(kinds))}")
+    return kinds[task]
