@@ -16,6 +16,7 @@ from pathlib import Path
 from fieldkd.platform.distill.stage import TeacherRef
 from fieldkd.platform.distill.teacher import fetch_teacher
 from fieldkd.platform.errors import InputError
+from fieldkd.platform.models import recorded_field
 from fieldkd.platform.stages import RunContext, named_field, prefixed, run_stages, stage_config
 
 DEFAULT_TEACHER = "hash"
@@ -43,6 +44,8 @@ def teacher_stage(ctx: RunContext) -> tuple[dict, TeacherRef | None]:
     if teacher["checkpoint"]:
         if not Path(teacher["checkpoint"]).is_file():
             raise InputError(teacher["checkpoint"], "teacher checkpoint not found")
+        if not teacher["field"]:  # the field the checkpoint records (older ones: the default's)
+            field = recorded_field(teacher["checkpoint"]) or field
         return stage_config(cfg, field, teacher["trainer"]), TeacherRef(str(Path(teacher["checkpoint"]).resolve()),
                                                                         field)
     return stage_config(cfg, field, teacher["trainer"]), None

@@ -17,11 +17,11 @@ import contextlib
 import json
 import sys
 import time
-from importlib.metadata import entry_points
 
 from .compute import interrupts
-from .config import compose_config
+from .config import compose_config, is_config_error, one_line
 from .errors import InputError, PartialFailure, StageError
+from .methods_registry import load_method
 from .resume import resume_config, split_resume
 from .summary import finite
 
@@ -29,16 +29,6 @@ EXIT_BAD_INPUT = 2
 EXIT_PARTIAL = 3  # a result, with part of the work failed (a sweep's errored trials)
 EXIT_INTERRUPTED = 130  # SIGINT; SIGTERM: 143 (128 + the signal)
 EXIT_STAGE_FAILED = 1
-METHOD_GROUP = "fieldkd.methods"
-
-
-def load_method(name: str):
-    found = {ep.name: ep for ep in entry_points(group=METHOD_GROUP)}
-    if name not in found:
-        raise InputError("method", f"unknown method {name!r}; installed: {', '.join(sorted(found)) or 'none'}")
-    return found[name].load()
-
-
 def run_command(overrides: list[str]) -> dict:
     started = time.perf_counter()
     resume, rest = split_resume(overrides)  # resume=ID: the run's own config, the overrides on top
@@ -63,7 +53,7 @@ def tell_where(run_id: str) -> None:
         experiment_id = run.info.experiment_id
         experiment = run.client.get_experiment(experiment_id).name
     except Exception as exc:  # the run is done and recorded; a failed look-up must not lose its summary
-        print(f"fieldkd: run {run_id} (could not look it up in MLflow: {_one_line(exc)})", file=sys.stderr)
+        print(f"fieldkd: run {run_id} (could not look it up in MLflow: {one_line(exc)})", file=sys.stderr)
         return
     for line in where_to_look(run.tracking_uri, experiment, experiment_id, run_id):
         print(line, file=sys.stderr, flush=True)
@@ -180,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         if (bad := input_error_in(exc)) is not None:
             print(f"fieldkd: error: {bad}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        if _is_config_error(exc):
-            print(f"fieldkd: error: config: {_one_line(exc)}", file=sys.stderr)
+        if is_config_error(exc):
+            print(f"fieldkd: error: config: {one_line(exc)}", file=sys.stderr)
             return EXIT_BAD_INPUT
         if (failed := stage_error_in(exc)) is not None:
-            print(f"fieldkd: error: {_one_line(failed)}", file=sys.stderr)
+            print(f"fieldkd: error: {one_line(failed)}", file=sys.stderr)
             return EXIT_STAGE_FAILED
         raise
     stdout.write(json.dumps(summary) + "\n")
@@ -240,17 +230,6 @@ def stage_error_in(exc: BaseException | None) -> StageError | None:
             return exc
         todo += [getattr(exc, "cause", None), exc.__cause__, *getattr(exc, "worker_failures", {}).values()]
     return None
-
-
-def _is_config_error(exc: Exception) -> bool:
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    return isinstance(exc, (HydraException, OmegaConfBaseException))
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

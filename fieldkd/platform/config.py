@@ -195,3 +195,15 @@ class Schema:
             except InputError as exc:
                 raise InputError(where, f"{exc.where}: {exc.problem}") from None
         return out
+
+
+def is_config_error(exc: Exception) -> bool:
+    """An error of Hydra or OmegaConf composing the config (a bad override, a missing group)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(exc, (HydraException, OmegaConfBaseException))
+
+
+def one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())

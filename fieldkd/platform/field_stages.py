@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from .field_evaluation import periodic_validation
+from .models import field_record
 from .stage_kinds import register_stage_kind
 from .stages import (
     StageParts,
@@ -19,6 +21,7 @@ from .stages import (
     make_field,
     make_renderer,
     pick_backend,
+    stage_tags,
     start_from,
     supervision_of,
 )
@@ -31,6 +34,8 @@ class FieldStage:
     trains = True
     needs_teacher = True
     shares_grid = False  # data-parallel workers take rank 0's occupancy grid after each refresh
+    ddp_options = {"forward_sync_buffers": False}  # the grid is shared from rank 0 after a refresh instead
+    evaluators = ("views", "mesh")
 
     def build(self, request: StageRequest, device: torch.device) -> StageParts:
         scene = load_scene_from_config(request.cfg["scene"])
@@ -45,6 +50,20 @@ class FieldStage:
     def shards(self, request: StageRequest) -> str | None:
         return None
 
+    def batch_size(self, cfg: dict) -> int:
+        return int(cfg["trainer"]["batch_rays"])
+
+    def validation(self, request, parts, device):
+        """The validation PSNR the trainer logs every ``trainer.eval_every`` steps (a few views)."""
+        return periodic_validation(request.cfg, parts.scene, parts.renderer, parts.field, device)
+
+    def record(self, request, parts) -> dict:
+        """The field's kind, config, box and rendering settings: a teacher rebuilds from the checkpoint alone."""
+        return field_record(request.cfg, parts.scene)
+
+    def tags(self, request) -> dict[str, str]:
+        return {"field": request.cfg["field"]["name"], **stage_tags(request)}
+
 
 @register_stage_kind
 class Photometric(FieldStage):
@@ -52,7 +71,7 @@ class Photometric(FieldStage):
     needs_teacher = False
     shares_grid = True
 
-    def task(self, request, parts, device, *, evaluate=None, forward=None, batches=None, batch_size, rank=0):
+    def task(self, request, parts, device, *, evaluate=None, forward=None, batches=None, batch_size, rank=0, world=1):
         from .compute.students import ShardRays
         from .train.photometric import PhotometricTask
 
@@ -83,7 +102,7 @@ class Distill(FieldStage):
             inherit_colour_head(parts.field, parts.teacher)
         return parts
 
-    def task(self, request, parts, device, *, evaluate=None, forward=None, batches=None, batch_size, rank=0):
+    def task(self, request, parts, device, *, evaluate=None, forward=None, batches=None, batch_size, rank=0, world=1):
         from .distill.stage import batch_source, distill_task, store_path
 
         cfg = request.cfg
@@ -116,7 +135,7 @@ class Incremental(FieldStage):
         parts.teacher = request.teacher.load(parts.scene, request.cfg, device)
         return parts
 
-    def task(self, request, parts, device, *, evaluate=None, forward=None, batches=None, batch_size, rank=0):
+    def task(self, request, parts, device, *, evaluate=None, forward=None, batches=None, batch_size, rank=0, world=1):
         from .distill.incremental import incremental_task
 
         return incremental_task(request, parts, device, batch_size, supervision_of(request.cfg), rank=rank,
@@ -134,3 +153,15 @@ class Evaluate(FieldStage):
         scene = load_scene_from_config(request.cfg["scene"])
         trained = request.teacher.load(scene, request.cfg, device)
         return StageParts(scene, trained.field, trained.renderer, pick_backend(request.cfg["field"]))
+
+    def keep(self, request):
+        """No training: a copy of the scored field's checkpoint, so its run holds one like the others."""
+        from pathlib import Path
+
+        from .atomic import copy_file
+        from .train.loop import TrainResult
+
+        request.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if Path(request.teacher.checkpoint).resolve() != (request.checkpoint_dir / "last.pt").resolve():
+            copy_file(request.teacher.checkpoint, request.checkpoint_dir / "last.pt")
+        return TrainResult(0, 0.0, "steps", {})

@@ -15,7 +15,8 @@ from .compute.session import init_ray
 from .errors import InputError
 from .resume import check_resume
 from .run_info import run_name, used_config
-from .stages import RunContext, load_scene_from_config, scene_label
+from .stage_request import scene_label
+from .stages import RunContext, load_scene_from_config
 from .tracking import Run, flatten
 from .train.board import watching
 

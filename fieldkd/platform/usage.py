@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import inspect
-from importlib.metadata import entry_points
 
-METHOD_GROUP = "fieldkd.methods"
+from .methods_registry import method_entry_points
 
 EXAMPLES = """examples:
   fieldkd run method=baseline field=hash trainer.max_seconds=60
@@ -36,7 +35,7 @@ def _table(title: str, rows: dict[str, str]) -> str:
 
 def methods() -> dict[str, str]:
     found = {}
-    for ep in entry_points(group=METHOD_GROUP):
+    for ep in method_entry_points().values():
         try:
             doc = first_line(inspect.getdoc(ep.load()))
         except Exception as exc:  # a broken plug-in still shows up, with why

@@ -37,15 +37,27 @@ from pathlib import Path
 import yaml
 from ray import tune
 
-from ..errors import InputError, PartialFailure
 from ..atomic import clean_stale, write_text
+from ..errors import InputError, PartialFailure
 from ..owned import require_own_folder
 from ..run_info import run_name, trial_name, used_config
-from ..stages import scene_label
+from ..stage_request import scene_label
 from ..summary import finite, is_finite
 from ..tracking import Run, flatten
-from .search_space import (NO_MAX_T, TuneSpace, describe, example_values, hydra_value, load_space, override_key,
-                           param_space, parse_space, plain, sweep_settings, trial_overrides)
+from .search_space import (
+    NO_MAX_T,
+    TuneSpace,
+    describe,
+    example_values,
+    hydra_value,
+    load_space,
+    override_key,
+    param_space,
+    parse_space,
+    plain,
+    sweep_settings,
+    trial_overrides,
+)
 from .session import init_ray, pin_threads
 
 SPEC_ARTIFACT = "sweep.json"
@@ -121,7 +133,7 @@ def sweep_command(args: list[str]) -> dict:
 def _sweep(parent: Run | None, spec: SweepSpec | None, space_name: str | None, overrides: list[str],
            resume: str | None) -> tuple[dict, int]:
     """The sweep's summary and how many of its trials errored."""
-    from ..cli import compose_config
+    from ..config import compose_config
 
     if resume:
         cfg = compose_config(spec.overrides)
@@ -184,7 +196,7 @@ def parse_arguments(args: list[str]) -> tuple[str | None, str | None, list[str]]
 def check_sweep(cfg: dict, space: TuneSpace, settings: dict, overrides: list[str]) -> None:
     """Fail in a second, before Ray starts: swept keys that the config lacks, a missing scene,
     a metric that will never be reported."""
-    from ..cli import compose_config
+    from ..config import compose_config
     from ..runner import check_scene
 
     try:
@@ -192,10 +204,10 @@ def check_sweep(cfg: dict, space: TuneSpace, settings: dict, overrides: list[str
     except InputError as exc:  # the base overrides composed: the space's keys or values do not fit
         raise InputError(space.path, f"the space does not fit the config: {exc}") from None
     except Exception as exc:
-        from ..cli import _is_config_error, _one_line
+        from ..config import is_config_error, one_line
 
-        if _is_config_error(exc):
-            raise InputError(space.path, f"the space does not fit the config: {_one_line(exc)}") from exc
+        if is_config_error(exc):
+            raise InputError(space.path, f"the space does not fit the config: {one_line(exc)}") from exc
         raise
     check_scene(cfg["scene"])
     eval_every = cfg["trainer"]["eval_every"]
@@ -377,7 +389,8 @@ def _environment(**values: str):
 
 def run_trial(config: dict, setup: TrialSetup) -> None:
     """The Tune trainable: one run of the method, a child of the sweep run."""
-    from ..cli import compose_config, load_method
+    from ..config import compose_config
+    from ..methods_registry import load_method
     from ..runner import execute
     from ..stages import reporting_to
 

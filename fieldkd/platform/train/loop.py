@@ -232,8 +232,12 @@ class Trainer:
                            nonfinite_steps=nonfinite_total)
 
     def _save(self, task: Task, optimizer, step: int, elapsed: float) -> None:
-        self.checkpoints.save({"task": task.state_dict(), "optimizer": optimizer.state_dict(),
-                               "step": step, "elapsed": elapsed, "rng": _rng_state()}, step)
+        state = {"task": task.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed,
+                 "rng": _rng_state()}
+        record = getattr(task, "model_record", None)
+        if record:  # what the model is (kind, config): it rebuilds from the file alone (platform/models.py)
+            state["model"] = record
+        self.checkpoints.save(state, step)
 
 
 def _due(step: int, since_eval_s: Callable[[], float], eval_cost_s: float, cfg: TrainerConfig) -> bool:

@@ -3,7 +3,8 @@ and view directions (spherical harmonics, frequency)."""
 
 from .frequency import FrequencyEncoding, frequency_dim, frequency_encode
 from .grid import DenseGrid
-from .hashgrid import HashGridConfig, TorchHashGrid, make_hash_grid
+from .hash_encoders import make_hash_grid
+from .hashgrid import HashGridConfig, TorchHashGrid
 from .kplanes import KPlanesEncoding
 from .sh import sh_basis, sh_dim
 from .vm import VMComponents, VMEncoding

@@ -149,14 +149,3 @@ class TorchHashGrid(nn.Module):
     @torch.no_grad()
     def load_flat_params(self, flat: torch.Tensor) -> None:
         self.table.copy_(flat.reshape(self.table.shape).to(self.table))
-
-
-def make_hash_grid(config: HashGridConfig, backend: str) -> nn.Module:
-    """Encoder for a resolved backend name ("torch" or "tcnn")."""
-    if backend == "torch":
-        return TorchHashGrid(config)
-    if backend == "tcnn":
-        from .hashgrid_tcnn import TcnnHashGrid  # imports tinycudann lazily
-
-        return TcnnHashGrid(config)
-    raise ValueError(f"unknown hash backend {backend!r}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..backend import pick_hash_backend
-from ..encodings.hashgrid import HashGridConfig, make_hash_grid
+from ..encodings.hash_encoders import make_hash_grid
+from ..encodings.hashgrid import HashGridConfig
 from ..nets import make_mlp
 from ..output import FEATURE_DIM
 from ..radiance import FeatureField

@@ -20,7 +20,8 @@ from torch import nn
 from ...render.sdf_density import laplace_density
 from ..backend import pick_hash_backend
 from ..encodings.frequency import FrequencyEncoding
-from ..encodings.hashgrid import HashGridConfig, make_hash_grid
+from ..encodings.hash_encoders import make_hash_grid
+from ..encodings.hashgrid import HashGridConfig
 from ..heads import ColourHead, UncertaintyHead
 from ..nets import SDFMLP
 from ..output import FieldOutput

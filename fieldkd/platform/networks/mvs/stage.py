@@ -1,6 +1,5 @@
 """Stages that train a cascade MVS network over a dataset of scans, in the shape of the platform's
-stage kinds (``build``, ``task``, ``batch_size``, ``validation``, ``shards``, ``record``, ``tags``,
-``evaluate``):
+stage kinds (:mod:`fieldkd.platform.stage_kinds`):
 
 - ``mvs_self_supervised``: the KD-MVS teacher (:class:`.tasks.SelfSupervisedMVSTask` over the
   training split's multi-view samples);
@@ -12,23 +11,33 @@ sections read: ``scene`` (a DTU-format dataset), ``network`` (CascadeMVSNet's op
 ``mvs_loss`` (the task's loss options), ``mvs`` (``batch_size``, ``labels``), ``trainer``,
 ``eval`` (``mvs_*`` keys, see :data:`.evaluation.EVAL_DEFAULTS`).
 
-:func:`fit_mvs_stage` runs one such stage in any process (an actor, a Tune trial) from a
-:class:`~fieldkd.platform.stages.StageRequest`, resuming from the stage's checkpoint.
+:func:`fieldkd.platform.stages.fit_stage` runs such a stage like any other: in an actor, a Tune
+trial, or on Ray Train workers (each on its rank's shard of the samples).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ...errors import InputError
+from ...evaluators import register_evaluator
+from ...models import register_model
 from ...stage_kinds import register_stage_kind
-from .distributed import mvs_train_worker
 
 MODEL_KIND = "cascade_mvs"
+
+
+@register_model(MODEL_KIND)
+def load_cascade_mvs(state: dict, record: dict, device, source: str):
+    """The cascade MVS network of a stage checkpoint (see :mod:`fieldkd.platform.models`), in eval mode."""
+    from .network import build_cascade_mvs
+
+    net = build_cascade_mvs(dict(record["config"]))
+    net.load_state_dict(state["task"]["net"])
+    return net.to(device).eval()
 MVS_DEFAULTS = {"batch_size": 2, "labels": None}
 
 
@@ -67,11 +76,9 @@ class MVSStage:
     name = "mvs"
     labelled = False
     trains = True
+    shares_grid = False
+    ddp_options: dict = {}
     evaluators = ("mvs",)
-    worker = staticmethod(mvs_train_worker)  # the body of each Ray Train worker (compute.workers > 1)
-
-    def fit(self, request):
-        return fit_mvs_stage(request)
 
     def build(self, request, device) -> MVSParts:
         from .label_data import LabelledViews
@@ -113,17 +120,14 @@ class MVSStage:
     def record(self, request, parts: MVSParts) -> dict:
         return {"kind": MODEL_KIND, "config": dict(parts.net.config)}
 
-    def tags(self, request, trained=None) -> dict[str, str]:
-        tags = {"network": MODEL_KIND, "task": request.task}
+    def tags(self, request) -> dict[str, str]:
+        tags = {"field": MODEL_KIND, "network": MODEL_KIND, "task": request.task}
         if request.init:
             tags["init"] = str(request.init)
         labels = mvs_options(request.cfg)["labels"]
         if self.labelled and labels:
             tags["labels"] = str(labels)
         return tags
-
-    def evaluate(self, ctx, trained, run, request) -> dict[str, float]:
-        return mvs_evaluator(trained, run, request.cfg)
 
 
 @register_stage_kind
@@ -141,72 +145,15 @@ class LabelledStage(MVSStage):
 KINDS = {k.name: k() for k in (SelfSupervisedStage, LabelledStage)}
 
 
-def mvs_evaluator(trained, run, cfg: dict) -> dict[str, float]:
-    """The ``mvs`` evaluator: ``trained.field`` (the network) on the ``eval.split`` scans; the fused
-    clouds go to ``trained.checkpoint_dir/clouds``."""
+@register_evaluator("mvs")
+def evaluate_mvs_stage(ctx, request, parts, trained) -> dict[str, float]:
+    """The network on the ``eval.split`` scans: fused clouds (into ``trained.checkpoint_dir/clouds``),
+    DTU's accuracy and completeness, depth-map errors."""
     from .evaluation import evaluate_mvs
 
-    return evaluate_mvs(trained.field, multiview(cfg, cfg["eval"]["split"]), cfg["eval"], trained.device, run=run,
+    cfg = request.cfg
+    return evaluate_mvs(trained.field, multiview(cfg, cfg["eval"]["split"]), cfg["eval"], trained.device, run=ctx.run,
                         step=trained.result.steps, out_dir=trained.checkpoint_dir)
-
-
-@dataclass
-class TrainedNet:
-    field: torch.nn.Module
-    result: object  # a TrainResult
-    device: torch.device
-    checkpoint_dir: Path
-
-
-def fit_mvs_stage(request):
-    """Train (resuming from the stage's checkpoint) and score one MVS stage; returns a StageOutcome."""
-    from ...compute.interrupts import StageStopped, watching
-    from ...compute.session import placement
-    from ...stages import (
-        RunContext,
-        StageOutcome,
-        also,
-        budget_start,
-        report,
-        resolve_device,
-        trainer_config,
-    )
-    from ...tracking import Run
-    from ...train.loop import Trainer
-
-    if request.task not in KINDS:
-        raise InputError("task", f"unknown MVS stage task {request.task!r}; one of {', '.join(KINDS)}")
-    kind, cfg = KINDS[request.task], request.cfg
-    device = resolve_device(cfg["device"])
-    run = Run(request.run_id, request.tracking_uri)
-    ctx = RunContext(cfg=cfg, run=run, device=device, output_dir=Path(request.output_dir))
-    parts = kind.build(request, device)  # bad input fails before the run is touched
-    run.continuing()
-    started = time.perf_counter()
-    task = kind.task(request, parts, device, evaluate=kind.validation(request, parts, device))
-    with watching() as stopped:
-        trainer = Trainer(trainer_config(cfg), log=also(run.log_metrics), checkpoint_dir=request.checkpoint_dir,
-                          device=device, description=request.stage, should_stop=stopped,
-                          started_at=budget_start(run, request))
-        result = trainer.fit(task)
-    if result.stopped_by == "stop":
-        raise StageStopped(request.stage, result.steps)
-    run.log_metrics({"train/steps": result.steps, "train/seconds": result.seconds}, result.steps)
-    run.set_tags(ctx.tags(field=MODEL_KIND, backend="torch", stage=request.stage, **kind.tags(request),
-                          **placement()))
-    metrics = {}
-    if request.evaluate:
-        metrics = kind.evaluate(ctx, TrainedNet(parts.net, result, device, request.checkpoint_dir), run, request)
-        run.log_metrics(metrics, result.steps)
-        if request.report and metrics:
-            report(metrics, result.steps)
-    checkpoint = request.checkpoint_dir / "last.pt"
-    if checkpoint.exists():
-        from ...tracking.run import CHECKPOINT_TAG
-
-        run.set_tags({CHECKPOINT_TAG: str(checkpoint.resolve())})
-    return StageOutcome(request.stage, metrics, str(checkpoint), "torch", result.steps,
-                        time.perf_counter() - started)
 
 
 def label_images(out_dir, count: int) -> list[tuple[str, object]]:
