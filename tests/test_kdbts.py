@@ -13,7 +13,12 @@ import pytest
 import torch
 
 from fieldkd.platform.networks.bts import build_bts
-from fieldkd.platform.networks.bts.evaluation import bird_eye, evaluate_bts, min_behind_for, projected_depth
+from fieldkd.platform.networks.bts.evaluation import (
+    bird_eye,
+    evaluate_bts,
+    min_behind_for,
+    projected_depth,
+)
 from fieldkd.platform.networks.bts.stage import KINDS, load_bts_net, sequence_data
 from fieldkd.platform.scenes import kitti_generator as gen
 
@@ -97,7 +102,11 @@ def test_scores_come_from_the_head_asked_for_in_closed_form(driving, one_torch_t
 
 
 def test_tune_space_reaches_the_distillation_term():
-    from fieldkd.platform.compute.search_space import load_space, param_space, trial_overrides
+    from fieldkd.platform.compute.search_space import (
+        load_space,
+        param_space,
+        trial_overrides,
+    )
     from fieldkd.platform.config import compose_config
 
     keys = list(compose_config([])["tune"])
@@ -122,7 +131,7 @@ def test_kdbts_pipeline_end_to_end(driving, tmp_path, one_torch_thread):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     net = [f"bts.network.{k}={json.dumps(v).replace(' ', '')}" for k, v in NET.items()]
     proc = fieldkd(["run", "method=kdbts", f"scene.path={driving}", *(f"scene.{k}={v}" for k, v in SIZE.items()),
-                    *net, "trainer.steps=40", "trainer.warmup_steps=2", "trainer.checkpoint_every=40",
+                    *net, "trainer.steps=40", "trainer.lr=0.001", "trainer.warmup_steps=2", "trainer.checkpoint_every=40",
                     "trainer.log_every=5", "bts.loss.patches_per_frame=2",
                     *(f"eval.{k}={v}" for k, v in EVAL.items() if k != "log_images"), "eval.log_images=1",
                     "tracking.system_metrics_s=0", "trainer.progress=false", f"output_dir={tmp_path / 'out'}"],

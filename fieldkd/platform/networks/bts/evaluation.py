@@ -135,38 +135,53 @@ def exact_truth(root, sequence: str, cells_world: np.ndarray, camera_centre: np.
 
 # --- the evaluation --------------------------------------------------------------------------------
 
+def eval_grid(opts: dict) -> np.ndarray:
+    """The evaluation grid [slices, n_z, n_x, 3] in the input camera's frame."""
+    return occ.grid_points(**{**occ.GRID_DEFAULTS, "points_per_metre": float(opts["bts_points_per_metre"])})
+
+
+def frame_truth(item: dict, root, cells: np.ndarray, opts: dict) -> dict:
+    """The ground truth of one evaluation item on camera-frame cells [N, 3]: LiDAR occupancy and
+    visibility ("gt", "visible"), the exact ones where the dataset has a street ("exact": (occupied,
+    visible) or None), the frame's sweep in the camera frame ("sweep_cam")."""
+    from ...data.sequences import lidar_points_world
+
+    ranges = {"azimuth_res_deg": float(opts["bts_azimuth_res"]), "elevation_res_deg": float(opts["bts_elevation_res"])}
+    c2w = np.asarray(item["cam_to_world"][0], np.float64)
+    world = to_world(cells, c2w)
+    sweeps_world = lidar_points_world(item)
+    velo = np.asarray(item["velo_to_world"], np.float64)
+    sweeps = [(to_frame(points, m), m) for points, m in zip(sweeps_world, velo)]
+    gt, _ = occ.lidar_occupancy(world, sweeps, min_behind_for(len(sweeps), int(opts["bts_min_behind"])), **ranges)
+    sweep_cam = to_frame(sweeps_world[0], c2w)
+    visible = occ.visible_from_points(cells, sweep_cam, **ranges) & ~gt  # an occupied cell is never seen empty
+    return {"gt": gt, "visible": visible, "exact": exact_truth(root, item["sequence"], world, c2w[:3, 3]),
+            "sweep_cam": sweep_cam}
+
+
 def evaluate_bts(net, data, ecfg: dict | None, *, head: str, views: int | None = None, run=None,
                  step: int = 0) -> dict[str, float]:
     """Evaluate ``net`` through ``head`` on ``data``'s evaluation items; see the module docstring."""
-    from ...data.sequences import lidar_points_world
     from ...evaluate.panels import captioned, upsample
     from .tasks import predict_occupied, render_input_depth
 
     opts = eval_options(ecfg)
-    grid = occ.grid_points(**{**occ.GRID_DEFAULTS, "points_per_metre": float(opts["bts_points_per_metre"])})
+    grid = eval_grid(opts)
     shape = grid.shape[:-1]
     cells = grid.reshape(-1, 3)
     items = data.eval_items()
     n_frames = len(items) if opts["bts_frames"] is None else min(len(items), int(opts["bts_frames"]))
-    ranges = {"azimuth_res_deg": float(opts["bts_azimuth_res"]), "elevation_res_deg": float(opts["bts_elevation_res"])}
     lidar_counts, exact_counts, agreement, depth_scores = [], [], [], []
     for index in range(n_frames):
         item = items[index]
         images, ks, c2ws = item["images"], item["intrinsics"], item["cam_to_world"]
-        c2w = np.asarray(c2ws[0], np.float64)
-        world = to_world(cells, c2w)
-        sweeps_world = lidar_points_world(item)
-        velo = np.asarray(item["velo_to_world"], np.float64)
-        sweeps = [(to_frame(points, m), m) for points, m in zip(sweeps_world, velo)]
-        gt, _ = occ.lidar_occupancy(world, sweeps, min_behind_for(len(sweeps), int(opts["bts_min_behind"])), **ranges)
-        first_cam = to_frame(sweeps_world[0], c2w)
-        visible = occ.visible_from_points(cells, first_cam, **ranges) & ~gt
+        truth = frame_truth(item, data.root, cells, opts)
+        gt, visible, exact, first_cam = truth["gt"], truth["visible"], truth["exact"], truth["sweep_cam"]
         pred, produced = predict_occupied(net, images, ks, c2ws, cells, head=head,
                                           threshold=float(opts["bts_threshold"]), views=views)
         if produced != head:
             raise RuntimeError(f"asked the {head} head, got numbers from the {produced} head")
         lidar_counts.append(occ.occupancy_counts(pred, gt, visible))
-        exact = exact_truth(data.root, item["sequence"], world, c2w[:3, 3])
         if exact is not None:
             exact_counts.append(occ.occupancy_counts(pred, exact[0], exact[1]))
             agreement.append(float((gt == exact[0]).mean()))

@@ -201,7 +201,15 @@ def fit_bts_stage(request):
     """Train (resuming from the stage's checkpoint) and score one BTS stage; returns a StageOutcome."""
     from ...compute.interrupts import StageStopped, watching
     from ...compute.session import placement
-    from ...stages import RunContext, StageOutcome, also, budget_start, report, resolve_device, trainer_config
+    from ...stages import (
+        RunContext,
+        StageOutcome,
+        also,
+        budget_start,
+        report,
+        resolve_device,
+        trainer_config,
+    )
     from ...tracking import Run
     from ...train.loop import Trainer
 
