@@ -174,3 +174,17 @@ def test_kdbts_pipeline_end_to_end(driving, tmp_path, one_torch_thread):
     # untrained inside the teacher's network).
     history = sorted((m.step, m.value) for m in client.get_metric_history(stages["student"].info.run_id, "train/kd"))
     assert history[-1][0] == 40 and history[-1][1] < 0.7 * history[0][1], history
+
+    # A given teacher and no baseline: one child, the student, starting from that checkpoint.
+    again = fieldkd(["run", "method=kdbts", f"scene.path={driving}", *(f"scene.{k}={v}" for k, v in SIZE.items()),
+                     *net, "trainer.steps=5", "trainer.warmup_steps=1", "trainer.checkpoint_every=5",
+                     "bts.loss.patches_per_frame=2", f"kdbts.teacher={teacher_ckpt}", "kdbts.baseline=false",
+                     *(f"eval.{k}={v}" for k, v in EVAL.items()), "eval.bts_frames=1",
+                     "tracking.system_metrics_s=0", "trainer.progress=false", f"output_dir={tmp_path / 'out'}"],
+                    tmp_path, uri)
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = json.loads(again.stdout.strip().splitlines()[-1])
+    assert not any(k.startswith(("teacher/", "baseline/")) for k in second["metrics"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{second['run_id']}'")
+    assert [c.data.tags["fieldkd.stage"] for c in children] == ["student"]
+    assert children[0].data.tags["fieldkd.init"] == str(teacher_ckpt)
