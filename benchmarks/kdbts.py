@@ -9,7 +9,7 @@ is kept under --workdir, so a rerun with the same --workdir skips it (resumable)
 
 Writes results/kdbts.json, results/kdbts.md (mean ± std over seeds; per seed, whether the student
 beats the baseline on ie_acc and ie_rec, the claim of methods.md §5) and results/kdbts.png: the
-first test frame's bird's-eye occupancy slice of seed 0 for each model, next to the LiDAR and the
+test frame's (the one with the most occupied cells) bird's-eye occupancy slice of seed 0 for each model, next to the LiDAR and the
 exact truth.
 """
 
@@ -58,22 +58,29 @@ def spread(values: list) -> str:
 
 
 def figure(workdir: Path, summary: dict, sets: list[str]) -> Path:
-    """Seed 0's first test frame: each model's slice (through its head), the LiDAR and the exact truth."""
+    """Seed 0's test frame with the most occupied cells: each model's slice (through its head), the LiDAR and the exact truth."""
     from PIL import Image
 
     from fieldkd.platform.config import compose_config
     from fieldkd.platform.evaluate.panels import captioned, upsample
-    from fieldkd.platform.networks.bts.evaluation import bird_eye, eval_grid, eval_options, frame_truth
+    from fieldkd.platform.networks.bts.evaluation import (
+        bird_eye,
+        eval_grid,
+        eval_options,
+        frame_truth,
+    )
     from fieldkd.platform.networks.bts.stage import load_bts_net, sequence_data
     from fieldkd.platform.networks.bts.tasks import predict_occupied, task_config
 
     cfg = compose_config(["method=kdbts", *sets])
     opts = eval_options(cfg["eval"])
     data = sequence_data(cfg["scene"])
-    item = data.eval_items()[0]
     grid = eval_grid(opts)
     cells = grid.reshape(-1, 3)
-    truth = frame_truth(item, data.root, cells, opts)
+    items = data.eval_items()
+    truths = [frame_truth(items[i], data.root, cells, opts) for i in range(len(items))]
+    best = int(np.argmax([t["gt"].sum() for t in truths]))  # the test frame with the most occupied cells
+    item, truth = items[best], truths[best]
     shape, views = grid.shape[:-1], task_config(cfg["bts"]["loss"])["encoder_views"]
     panels = []
     for label, stage, head in ROWS:
@@ -90,7 +97,7 @@ def figure(workdir: Path, summary: dict, sets: list[str]) -> Path:
     top = captioned(upsample(image, 160), f"input {item['sequence']} frame {item['frame']}")
     row = np.concatenate([captioned(upsample(p, 160), t) for t, p in panels], axis=1)
     width = max(top.shape[1], row.shape[1])
-    pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)), constant_values=255)  # noqa: E731
+    pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)), constant_values=255)
     out = RESULTS / "kdbts.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate([pad(top), pad(row)], axis=0)).save(out)
