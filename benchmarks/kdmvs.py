@@ -1,11 +1,12 @@
 """KD-MVS on the generated DTU test scans: teacher, round-1 and round-2 students, probabilistic
 and hard labels, over seeds.
 
-    python benchmarks/kdmvs.py [--seeds 0,1,2] [--workdir DIR] [--set KEY=VALUE ...]
+    python benchmarks/kdmvs.py [--seeds 0,1,2] [--steps N] [--size HxW] [--workdir DIR] [--set KEY=VALUE ...]
 
 Per seed, two runs of the real CLI: `fieldkd run method=kdmvs kdmvs.rounds=2 seed=S` (probabilistic
 labels; trains the teacher), then `kdmvs.labels.kind=hard kdmvs.teacher=<that teacher>` (the same
-teacher, hard labels). `--set` adds overrides to every run (e.g. trainer.steps=300). Each finished
+teacher, hard labels). `--set` adds overrides to every run (e.g. trainer.steps=300); `--steps` and
+`--size` bound the cost (trainer.steps, scene.height/width: sides multiples of 32). Each finished
 run's summary is kept under --workdir, so a rerun with the same --workdir skips it (resumable).
 
 Writes results/kdmvs.json, results/kdmvs.md (mean and spread over seeds, mm, lower is better except
@@ -96,7 +97,14 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "fieldkd-bench-kdmvs"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an override for every run (repeatable)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per stage (trainer.steps)")
+    parser.add_argument("--size", default=None, metavar="HxW", help="image size, sides multiples of 32 (e.g. 64x96)")
     args = parser.parse_args()
+    if args.steps is not None:
+        args.set.append(f"trainer.steps={args.steps}")
+    if args.size:
+        height, width = (int(v) for v in args.size.lower().split("x"))
+        args.set += [f"scene.height={height}", f"scene.width={width}"]
     seeds = [int(s) for s in args.seeds.split(",")]
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +124,22 @@ def main() -> None:
                   for s in seeds]
         payload["rows"][f"{kind}/{stage}"] = {"metrics": found, "label_coverage": labels}
         rows.append([label, *(spread([m.get(k) for m in found]) for k in KEYS), spread(labels)])
+    # the claim, per seed: the round-1 student below its teacher (mm, lower is better); hard minus prob
+    deltas, delta_rows = {}, []
+    for s in seeds:
+        teacher = stage_metrics(per_seed[s]["prob"], "teacher")
+        row = {}
+        for kind in ("prob", "hard"):
+            student = stage_metrics(per_seed[s][kind], "student_1")
+            for key in ("mvs/overall", "mvs/completeness"):
+                row[f"{kind} student_1 - teacher, {key}"] = student[key] - teacher[key]
+        for stage in ("student_1", "student_2"):
+            hard, prob = stage_metrics(per_seed[s]["hard"], stage), stage_metrics(per_seed[s]["prob"], stage)
+            row[f"hard - prob, {stage}, mvs/overall"] = hard["mvs/overall"] - prob["mvs/overall"]
+        deltas[s] = row
+        delta_rows.append([s, *(f"{v:+.3g}" for v in row.values())])
+    payload["per_seed_differences"] = deltas
+    delta_table = markdown_table(["seed", *next(iter(deltas.values())).keys()], delta_rows)
     seconds = [per_seed[s][k]["wall_seconds"] for s in seeds for k in ("prob", "hard")]
     payload["wall_seconds"] = seconds
     table = markdown_table(["model", "acc (mm)", "comp (mm)", "overall (mm)", "depth abs err (mm)",
@@ -123,6 +147,8 @@ def main() -> None:
     picture = figure(workdir, per_seed[seeds[0]], args.set)
     text = (f"KD-MVS on the generated DTU test scans; seeds {args.seeds}; overrides: "
             f"{' '.join(args.set) or 'none'}. Mean ± std over seeds.\n\n{table}\n\n"
+            f"Per seed, differences in mm (negative: the first is better; the paper claims student_1 below its "
+            f"teacher and prob. below hard):\n\n{delta_table}\n\n"
             f"Runs: {len(seconds)}, {sum(seconds) / 60:.1f} min in all. Command: `{command_line()}`\n")
     if picture is not None:
         text += f"\n![fused clouds coloured by error, 0-2 mm: teacher, student 2 prob., student 2 hard, " \

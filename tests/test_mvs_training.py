@@ -22,6 +22,7 @@ from fieldkd.platform.networks.mvs import (
 from fieldkd.platform.networks.mvs.geometry import scale_intrinsics
 from fieldkd.platform.networks.mvs.losses import (
     TEACHER_WEIGHTS,
+    edge_aware_smoothness,
     labelled_loss,
     select_views,
     self_supervised_loss,
@@ -100,6 +101,41 @@ def test_stage_terms_are_computed_fresh_for_every_stage(scene2):
     assert own[0] > 100 * own[2]  # so the accumulated version would be far off
     total, _ = self_supervised_loss(stages, scene2["images"], scene2["extrinsics"], (1.0, 2.0, 3.0))
     torch.testing.assert_close(total, own[0] + 2 * own[1] + 3 * own[2])
+
+
+def test_smoothness_in_units_of_the_depth_range_is_scale_free():
+    # a ramp of 2 mm per pixel in x on a flat image: |dx| = 2 everywhere, dy = 0, weights e^0 = 1
+    h, w, span = 6, 9, 500.0
+    ramp = 600.0 + 2.0 * torch.arange(w, dtype=torch.float32).expand(2, h, w)
+    flat = torch.full((2, 3, h, w), 0.5)
+    torch.testing.assert_close(edge_aware_smoothness(ramp, flat), torch.tensor(2.0))  # raw units: mm per pixel
+    torch.testing.assert_close(edge_aware_smoothness(ramp, flat, span), torch.tensor(2.0 / span))
+    spans = torch.tensor([span, 2 * span])  # per sample: the second counts half as steep
+    torch.testing.assert_close(edge_aware_smoothness(ramp, flat, spans), torch.tensor(0.75 * 2.0 / span))
+    # the same scene k times larger, its range too: the same term (raw units would grow k-fold)
+    rough = 500.0 + 100.0 * torch.rand(2, h, w, generator=torch.Generator().manual_seed(0))
+    image = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(1))
+    for k in (0.01, 3.0, 1000.0):
+        torch.testing.assert_close(edge_aware_smoothness(k * rough, image, k * spans),
+                                   edge_aware_smoothness(rough, image, spans))
+    torch.testing.assert_close(edge_aware_smoothness(3.0 * rough, image), 3.0 * edge_aware_smoothness(rough, image))
+
+
+def test_teacher_task_takes_the_smoothness_unit_from_the_sample_range(scene2):
+    # the same rough depth, scored in range units and in raw units: the ratio is the sample's span
+    torch.manual_seed(0)
+    net = build_cascade_mvs(TINY)
+    span = float(scene2["depth_max"] - scene2["depth_min"])
+    found = {}
+    for units in ("range", "raw"):
+        torch.manual_seed(0)
+        task = SelfSupervisedMVSTask(net, itertools.repeat(scene2), "cpu", {"smooth_units": units})
+        found[units] = task.training_step(0)[1]
+    for i in (1, 2, 3):
+        raw, scaled = found["raw"][f"train/stage{i}_smooth"], found["range"][f"train/stage{i}_smooth"]
+        assert raw > 0 and abs(scaled - raw / span) < 1e-6 * raw
+    with pytest.raises(InputError, match="smooth_units"):
+        SelfSupervisedMVSTask(net, iter([]), "cpu", {"smooth_units": "mm"})
 
 
 def test_uncertainty_weights_the_photometric_terms(scene2):

@@ -5,6 +5,11 @@ Teacher, per stage (official weights; s = log sigma^2 from the uncertainty head,
 
     12 mean(e^-s photo) + 3 mean(e^-s feat) + 1.2 mean(s) + 6 SSIM + 0.18 smoothness
 
+The smoothness acts on depth in units of the sample's depth range (depth / (max - min)) when the
+range is given: the other terms are unitless (colours in [0,1], features, log-variances), so in
+raw millimetres at DTU's scale (depths ~425-935) the smoothness would outweigh them all and the
+official weights would mean something different at every scale.
+
 Unlike the official code, every stage's terms are computed afresh (officially the SSIM and
 smoothness sums carry over from stage to stage, so stage 1's count three times).
 
@@ -91,8 +96,15 @@ def ssim_dissimilarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((1 - num / den) / 2).clamp(0, 1).mean(1)
 
 
-def edge_aware_smoothness(depth: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """mean |d/dx depth| e^(-mean_c |d/dx image|) + the same in y (depth [B,h,w], image [B,3,h,w])."""
+def edge_aware_smoothness(depth: torch.Tensor, image: torch.Tensor,
+                          depth_span: torch.Tensor | float | None = None) -> torch.Tensor:
+    """mean |d/dx depth| e^(-mean_c |d/dx image|) + the same in y (depth [B,h,w], image [B,3,h,w]).
+
+    ``depth_span`` (a number or [B]: each sample's max - min depth) puts the depth in units of
+    its range first, so the term is the same for a scene and its scaled copy; None: raw units."""
+    if depth_span is not None:
+        span = torch.as_tensor(depth_span, dtype=depth.dtype, device=depth.device)
+        depth = depth / span.reshape(-1, 1, 1)
     dx, dy = depth[:, :, 1:] - depth[:, :, :-1], depth[:, 1:, :] - depth[:, :-1, :]
     wx = torch.exp(-(image[..., :, 1:] - image[..., :, :-1]).abs().mean(1))
     wy = torch.exp(-(image[..., 1:, :] - image[..., :-1, :]).abs().mean(1))
@@ -104,13 +116,15 @@ def edge_aware_smoothness(depth: torch.Tensor, image: torch.Tensor) -> torch.Ten
 def teacher_stage_terms(depth: torch.Tensor, images: torch.Tensor, intrinsics: torch.Tensor,
                         extrinsics: torch.Tensor, view_features: torch.Tensor | None = None,
                         log_var: torch.Tensor | None = None, view_selection: str = "image",
-                        top_k: int = 3, ssim_views: int = 2) -> dict[str, torch.Tensor]:
+                        top_k: int = 3, ssim_views: int = 2,
+                        depth_span: torch.Tensor | float | None = None) -> dict[str, torch.Tensor]:
     """One stage's unweighted terms, computed from scratch.
 
     depth [B,h,w]; images [B,V,3,H,W] full size (view 0 the reference), subsampled here to
     the stage's size; intrinsics [B,V,3,3] of the stage's size; extrinsics [B,V,4,4];
     view_features [B,V,C,h,w] (detached here) or None for no feature term; log_var [B,h,w]
-    or None (s = 0). SSIM is taken against the first ``ssim_views`` sources, summed."""
+    or None (s = 0). SSIM is taken against the first ``ssim_views`` sources, summed.
+    ``depth_span``: the smoothness's depth unit (see edge_aware_smoothness)."""
     v = images.shape[1]
     factor = images.shape[-1] // depth.shape[-1]
     imgs = subsample(images, factor)
@@ -133,7 +147,7 @@ def teacher_stage_terms(depth: torch.Tensor, images: torch.Tensor, intrinsics: t
     errors, valids = torch.stack(errors, 1), torch.stack(valids, 1)
     photo = select_views(errors, valids, view_selection, top_k)
     terms = {"photo": (weight * photo).mean(), "log_var": s.mean(), "ssim": ssim,
-             "smooth": edge_aware_smoothness(depth, imgs[:, 0])}
+             "smooth": edge_aware_smoothness(depth, imgs[:, 0], depth_span)}
     if feat_errors:
         terms["feature"] = (weight * select_views(torch.stack(feat_errors, 1), valids, view_selection, top_k)).mean()
     else:
@@ -148,15 +162,17 @@ def weighted_sum(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> t
 def self_supervised_loss(stages: list[dict], images: torch.Tensor, extrinsics: torch.Tensor,
                          stage_weights=(1.0, 1.0, 1.0), weights: dict | None = None,
                          view_selection: str = "image", top_k: int = 3, ssim_views: int = 2,
-                         feature_term: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+                         feature_term: bool = True, depth_span: torch.Tensor | float | None = None,
+                         ) -> tuple[torch.Tensor, dict[str, float]]:
     """The teacher loss over the network's stages (CascadeMVSNet output ``stages``):
-    sum_i stage_weights[i] * weighted terms of stage i. Returns (loss, scalar metrics)."""
+    sum_i stage_weights[i] * weighted terms of stage i. Returns (loss, scalar metrics).
+    ``depth_span`` ([B] max - min depth, or None for raw units): the smoothness's depth unit."""
     weights = {**TEACHER_WEIGHTS, **(weights or {})}
     total, metrics = images.new_zeros(()), {}
     for i, (stage, stage_weight) in enumerate(zip(stages, stage_weights)):
         terms = teacher_stage_terms(stage["depth"], images, stage["intrinsics"], extrinsics,
                                     stage.get("view_features") if feature_term else None, stage.get("log_var"),
-                                    view_selection, top_k, ssim_views)
+                                    view_selection, top_k, ssim_views, depth_span)
         stage_loss = weighted_sum(terms, weights)
         total = total + stage_weight * stage_loss
         metrics[f"train/stage{i + 1}_loss"] = float(stage_loss.detach())

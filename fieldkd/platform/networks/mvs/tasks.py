@@ -30,7 +30,9 @@ SELF_SUPERVISED_DEFAULTS = {
     "top_k": 3,  # "image": how many views each pixel sums (official: 3 of 4)
     "ssim_views": 2,  # SSIM against the first this-many sources (official: 2)
     "feature_term": True,
+    "smooth_units": "range",  # range: depth / (max - min) in the smoothness; raw: the dataset's units (mm)
 }
+SMOOTH_UNITS = ("range", "raw")
 LABELLED_DEFAULTS = {
     "stage_weights": [1.0, 1.0, 1.0],
     "weights": {},  # overrides of losses.STUDENT_WEIGHTS (kl, ce)
@@ -128,14 +130,17 @@ class SelfSupervisedMVSTask(_MVSTask):
         unknown = sorted(set(self.cfg["weights"]) - set(TEACHER_WEIGHTS))
         if unknown:
             raise InputError("mvs_loss.weights", f"unknown terms {unknown}; known: {sorted(TEACHER_WEIGHTS)}")
+        if self.cfg["smooth_units"] not in SMOOTH_UNITS:
+            raise InputError("mvs_loss.smooth_units", f"must be one of {SMOOTH_UNITS}, got {self.cfg['smooth_units']!r}")
 
     def training_step(self, step: int):
         batch = self._next()
         out = run_network(self.forward, batch)
         c = self.cfg
+        span = (batch["depth_max"] - batch["depth_min"]).float() if c["smooth_units"] == "range" else None
         loss, metrics = self_supervised_loss(out.stages, batch["images"], batch["extrinsics"], c["stage_weights"],
                                              c["weights"], c["view_selection"], c["top_k"], c["ssim_views"],
-                                             c["feature_term"])
+                                             c["feature_term"], span)
         metrics.update(_depth_metrics(out, batch))
         b, _, _, h, w = batch["images"].shape
         return loss, metrics, b * h * w
