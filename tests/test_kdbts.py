@@ -19,8 +19,9 @@ from fieldkd.platform.networks.bts.evaluation import (
     min_behind_for,
     projected_depth,
 )
-from fieldkd.platform.networks.bts.stage import KINDS, load_bts_net, sequence_data
+from fieldkd.platform.networks.bts.stage import load_bts_net, sequence_data
 from fieldkd.platform.scenes import kitti_generator as gen
+from fieldkd.platform.stage_kinds import stage_kind
 
 SIZE = {"width": 48, "height": 16}
 OPTIONS = gen.Options(fisheyes=False, n_frames=30, train_sequences=1, test_sequences=1, test_stride=5, no_pose=(),
@@ -97,8 +98,8 @@ def test_scores_come_from_the_head_asked_for_in_closed_form(driving, one_torch_t
     assert empty["occupancy_exact/lidar_agreement"] >= 0.95  # LiDAR truth against the exact one
     # an empty field renders every ray to its far plane; a full one stops at the first samples
     assert empty["depth/rmse"] > full["depth/rmse"] and empty["depth/abs_rel"] > 1.0
-    assert KINDS["bts_distilled"].head_of({"bts": {"head": "multi"}}) == "single"  # a student is always single
-    assert KINDS["bts_self_supervised"].head_of({"bts": {"head": "multi"}}) == "multi"
+    assert stage_kind("bts_distilled").head_of({"bts": {"head": "multi"}}) == "single"  # a student is always single
+    assert stage_kind("bts_self_supervised").head_of({"bts": {"head": "multi"}}) == "multi"
 
 
 def test_tune_space_reaches_the_distillation_term():

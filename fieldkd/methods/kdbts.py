@@ -18,8 +18,7 @@ import copy
 from pathlib import Path
 
 from fieldkd.platform.errors import InputError
-from fieldkd.platform.networks.bts.stage import run_bts_stages
-from fieldkd.platform.stages import RunContext, prefixed
+from fieldkd.platform.stages import RunContext, prefixed, run_stages
 
 
 def field_label(cfg: dict) -> str:
@@ -57,14 +56,14 @@ def run(ctx: RunContext) -> dict[str, float]:
         cfg = stage_cfg(ctx.cfg, "single")
         first.append(ctx.request("baseline", ctx.child("baseline", cfg), cfg, task="bts_self_supervised"))
     if first:  # teacher and baseline are independent: at once on the pool
-        outcomes = run_bts_stages(ctx, first)
+        outcomes = run_stages(ctx, first)
         for name, outcome in outcomes.items():
             metrics.update(prefixed(outcome.metrics, name))
         if not k["teacher"]:
             source = outcomes["teacher"].checkpoint
     cfg = stage_cfg(ctx.cfg, "single")
     request = ctx.request("student", ctx.child("student", cfg), cfg, task="bts_distilled", init=source, report=True)
-    student = run_bts_stages(ctx, [request])["student"]
+    student = run_stages(ctx, [request])["student"]
     metrics.update(prefixed(student.metrics, "student"))
     metrics.update(student.metrics)
     return metrics

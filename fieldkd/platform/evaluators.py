@@ -13,7 +13,8 @@ import importlib
 
 from .errors import InputError
 
-BUILTIN = ("fieldkd.platform.field_evaluation", "fieldkd.platform.networks.mvs.stage")
+BUILTIN = ("fieldkd.platform.field_evaluation", "fieldkd.platform.networks.mvs.stage",
+           "fieldkd.platform.networks.bts.stage")
 _EVALUATORS: dict[str, object] = {}
 
 

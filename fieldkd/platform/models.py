@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-BUILTIN = ("fieldkd.platform.networks.mvs.stage",)
+BUILTIN = ("fieldkd.platform.networks.mvs.stage", "fieldkd.platform.networks.bts.stage")
 _LOADERS: dict[str, object] = {}
 FIELD = "field"
 

@@ -24,7 +24,7 @@ import importlib
 
 from .errors import InputError
 
-BUILTIN = ("fieldkd.platform.field_stages", "fieldkd.platform.networks.mvs.stage")
+BUILTIN = ("fieldkd.platform.field_stages", "fieldkd.platform.networks.mvs.stage", "fieldkd.platform.networks.bts.stage")
 _KINDS: dict[str, object] = {}
 
 

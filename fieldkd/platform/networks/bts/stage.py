@@ -1,6 +1,5 @@
-"""Stages that train a BTS density field over driving sequences, in the shape of the platform's
-stage kinds (``build``, ``task``, ``batch_size``, ``validation``, ``shards``, ``record``, ``tags``,
-``evaluate``):
+"""Stages that train a BTS density field over driving sequences, registered as the platform's stage
+kinds (:mod:`fieldkd.platform.stage_kinds`):
 
 - ``bts_self_supervised``: image reconstruction alone, through the head ``bts.head`` names
   ("multi": the MVBTS teacher; "single": the single-view BTS baseline);
@@ -15,20 +14,21 @@ sections read: ``scene`` (a KITTI-360-layout folder, conf/scene/kitti360.yaml), 
 ``teacher``, ``batch_size``, ``network``: :data:`.model.DEFAULTS`, ``loss``:
 :data:`.tasks.TASK_DEFAULTS`), ``trainer``, ``eval`` (``bts_*`` keys, :data:`.evaluation.EVAL_DEFAULTS`).
 
-:func:`fit_bts_stage` runs one such stage in any process (an actor, a Tune trial) from a
-:class:`~fieldkd.platform.stages.StageRequest`; :func:`run_bts_stages` runs several at once on the
-actor pool.
+:func:`fieldkd.platform.stages.fit_stage` runs such a stage like any other (an actor, a Tune trial);
+``run_stages`` runs several at once on the actor pool.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ...errors import InputError
+from ...evaluators import register_evaluator
+from ...models import register_model
+from ...stage_kinds import register_stage_kind
 
 MODEL_KIND = "bts"
 BTS_DEFAULTS = {"head": "multi", "teacher": "shared", "batch_size": 1, "network": {}, "loss": {}}
@@ -106,6 +106,9 @@ class BTSStage:
 
     name = "bts"
     distilled = False
+    trains = True
+    shares_grid = False
+    ddp_options: dict = {}
     evaluators = ("bts",)
 
     def head_of(self, cfg: dict) -> str:
@@ -153,113 +156,47 @@ class BTSStage:
     def record(self, request, parts: BTSParts) -> dict:
         return {"kind": MODEL_KIND, "config": dict(parts.net.config)}
 
-    def tags(self, request, trained=None) -> dict[str, str]:
+    def tags(self, request) -> dict[str, str]:
         options = bts_options(request.cfg)
-        tags = {"network": MODEL_KIND, "task": request.task, "head": self.head_of(request.cfg)}
+        tags = {"field": MODEL_KIND, "network": MODEL_KIND, "task": request.task, "head": self.head_of(request.cfg)}
         if request.init:
             tags["init"] = str(request.init)
         if self.distilled:
             tags["kd_teacher"] = options["teacher"]
         return tags
 
-    def evaluate(self, ctx, trained, run, request) -> dict[str, float]:
-        return bts_evaluator(trained, run, request.cfg, self.head_of(request.cfg))
 
-
+@register_stage_kind
 class SelfSupervisedStage(BTSStage):
     name = "bts_self_supervised"
     distilled = False
 
 
+@register_stage_kind
 class DistilledStage(BTSStage):
     name = "bts_distilled"
     distilled = True
 
 
-KINDS = {k.name: k() for k in (SelfSupervisedStage, DistilledStage)}
-
-
-def bts_evaluator(trained, run, cfg: dict, head: str) -> dict[str, float]:
-    """The ``bts`` evaluator: ``trained.field`` through ``head`` on the test split's frames."""
+@register_evaluator("bts")
+def evaluate_bts_stage(ctx, request, parts, trained) -> dict[str, float]:
+    """The network on the test split's frames through the head its stage trains (tag ``fieldkd.head``)."""
+    from ...stage_kinds import stage_kind
     from .evaluation import evaluate_bts
     from .tasks import task_config
 
+    cfg = request.cfg
     views = task_config(bts_options(cfg)["loss"])["encoder_views"]
-    return evaluate_bts(trained.field, sequence_data(cfg["scene"]), cfg["eval"], head=head,
-                        views=views, run=run, step=trained.result.steps)
+    return evaluate_bts(trained.field, sequence_data(cfg["scene"]), cfg["eval"],
+                        head=stage_kind(request.task).head_of(cfg), views=views, run=ctx.run,
+                        step=trained.result.steps)
 
 
-@dataclass
-class TrainedNet:
-    field: torch.nn.Module
-    result: object  # a TrainResult
-    device: torch.device
-    checkpoint_dir: Path
+@register_model(MODEL_KIND)
+def load_bts(state: dict, record: dict, device, source: str):
+    """The BTS network of a stage checkpoint (see :mod:`fieldkd.platform.models`)."""
+    from .model import build_bts
 
-
-def fit_bts_stage(request):
-    """Train (resuming from the stage's checkpoint) and score one BTS stage; returns a StageOutcome."""
-    from ...compute.interrupts import StageStopped, watching
-    from ...compute.session import placement
-    from ...stages import (
-        RunContext,
-        StageOutcome,
-        also,
-        budget_start,
-        report,
-        resolve_device,
-        trainer_config,
-    )
-    from ...tracking import Run
-    from ...train.loop import Trainer
-
-    if request.task not in KINDS:
-        raise InputError("task", f"unknown BTS stage task {request.task!r}; one of {', '.join(KINDS)}")
-    kind, cfg = KINDS[request.task], request.cfg
-    device = resolve_device(cfg["device"])
-    torch.manual_seed(int(cfg["seed"]))
-    run = Run(request.run_id, request.tracking_uri)
-    ctx = RunContext(cfg=cfg, run=run, device=device, output_dir=Path(request.output_dir))
-    parts = kind.build(request, device)  # bad input fails before the run is touched
-    run.continuing()
-    # the head is known before training: a failed or stopped stage still says which head it trained
-    run.set_tags(ctx.tags(field=MODEL_KIND, backend="torch", stage=request.stage, **kind.tags(request)))
-    started = time.perf_counter()
-    task = kind.task(request, parts, device, evaluate=kind.validation(request, parts, device))
-    with watching() as stopped:
-        trainer = Trainer(trainer_config(cfg), log=also(run.log_metrics), checkpoint_dir=request.checkpoint_dir,
-                          device=device, description=request.stage, should_stop=stopped,
-                          started_at=budget_start(run, request))
-        result = trainer.fit(task)
-    if result.stopped_by == "stop":
-        raise StageStopped(request.stage, result.steps)
-    run.log_metrics({"train/steps": result.steps, "train/seconds": result.seconds}, result.steps)
-    run.set_tags(ctx.tags(**placement()))
-    metrics = {}
-    if request.evaluate:
-        metrics = kind.evaluate(ctx, TrainedNet(parts.net, result, device, request.checkpoint_dir), run, request)
-        run.log_metrics(metrics, result.steps)
-        if request.report and metrics:
-            report(metrics, result.steps)
-    checkpoint = request.checkpoint_dir / "last.pt"
-    if checkpoint.exists():
-        from ...tracking.run import CHECKPOINT_TAG
-
-        run.set_tags({CHECKPOINT_TAG: str(checkpoint.resolve())})
-    return StageOutcome(request.stage, metrics, str(checkpoint), "torch", result.steps,
-                        time.perf_counter() - started)
-
-
-def run_bts_stages(ctx, requests: list) -> dict:
-    """Independent BTS stages at once on the actor pool (one after another inline inside a Tune
-    trial); their child runs are closed after. Returns StageOutcomes by stage name."""
-    from ...compute.pool import Training, run_trainings
-    from ...compute.resources import training_resources
-    from ...stages import finishing
-
-    compute = ctx.cfg["compute"]
-    num_cpus, num_gpus = training_resources(compute, len(requests))
-    trainings = [Training(r.stage, fit_bts_stage, {"request": r}, num_cpus, num_gpus) for r in requests]
-    with finishing(ctx, requests):
-        outcomes = run_trainings(trainings, max_restarts=int(compute["max_restarts"]))
-    return {name: outcome.result for name, outcome in outcomes.items()}
+    net = build_bts({**dict(record["config"]), "pretrained": None})  # the weights are here: no user file again
+    net.load_state_dict(state["task"]["net"])
+    return net.to(device)

@@ -142,9 +142,6 @@ class LabelledStage(MVSStage):
     labelled = True
 
 
-KINDS = {k.name: k() for k in (SelfSupervisedStage, LabelledStage)}
-
-
 @register_evaluator("mvs")
 def evaluate_mvs_stage(ctx, request, parts, trained) -> dict[str, float]:
     """The network on the ``eval.split`` scans: fused clouds (into ``trained.checkpoint_dir/clouds``),
