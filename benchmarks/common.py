@@ -29,6 +29,26 @@ def run_cli(args: list[str], env: dict | None = None, cwd: str | Path | None = N
     return summary
 
 
+def resumable_run(workdir: Path, name: str, args: list[str]) -> dict:
+    """The summary of one ``fieldkd run ARGS`` under ``workdir`` (its outputs and MLflow store there),
+    read back from ``workdir/runs/NAME.json`` when it finished before: a rerun skips it."""
+    done = workdir / "runs" / f"{name}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    summary = run_cli([*args, f"output_dir={workdir / 'outputs'}", "trainer.progress=false",
+                       "tracking.system_metrics_s=0"],
+                      env={"MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}, cwd=workdir)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def stage_metrics(summary: dict, stage: str) -> dict:
+    """The metrics a pipeline's summary gives for ``stage`` (``stage/KEY``), unprefixed."""
+    prefix = f"{stage}/"
+    return {k[len(prefix):]: v for k, v in summary["metrics"].items() if k.startswith(prefix)}
+
+
 def command_line() -> str:
     """How this benchmark was started, for its results: ``python benchmarks/NAME.py ARGS``."""
     return " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])

@@ -9,14 +9,13 @@ is kept under --workdir, so a rerun with the same --workdir skips it (resumable)
 
 Writes results/kdbts.json, results/kdbts.md (mean ± std over seeds; per seed, whether the student
 beats the baseline on ie_acc and ie_rec, the claim of methods.md §5) and results/kdbts.png: the
-test frame's (the one with the most occupied cells) bird's-eye occupancy slice of seed 0 for each model, next to the LiDAR and the
-exact truth.
+test frame's (the one with the most occupied cells) bird's-eye occupancy slice of seed 0 for each
+model, next to the LiDAR and the exact truth.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -25,29 +24,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, command_line, markdown_table, run_cli, write_results
+from common import RESULTS, command_line, markdown_table, resumable_run, stage_metrics, write_results
 
 KEYS = ("occupancy/o_acc", "occupancy/ie_acc", "occupancy/ie_rec", "occupancy/o_rec",
         "occupancy_exact/o_acc", "occupancy_exact/ie_acc", "occupancy_exact/ie_rec", "depth/abs_rel", "depth/a1")
 ROWS = (("BTS baseline (single head)", "baseline", "single"), ("MVBTS teacher (multi head)", "teacher", "multi"),
         ("KDBTS student (single head)", "student", "single"))
-
-
-def one_run(workdir: Path, name: str, args: list[str]) -> dict:
-    done = workdir / "runs" / f"{name}.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    summary = run_cli([*args, f"output_dir={workdir / 'outputs'}", "trainer.progress=false",
-                       "tracking.system_metrics_s=0"],
-                      env={"MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}, cwd=workdir)
-    done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps(summary, indent=1))
-    return summary
-
-
-def stage_metrics(summary: dict, stage: str) -> dict:
-    prefix = f"{stage}/"
-    return {k[len(prefix):]: v for k, v in summary["metrics"].items() if k.startswith(prefix)}
 
 
 def spread(values: list) -> str:
@@ -58,7 +40,8 @@ def spread(values: list) -> str:
 
 
 def figure(workdir: Path, summary: dict, sets: list[str]) -> Path:
-    """Seed 0's test frame with the most occupied cells: each model's slice (through its head), the LiDAR and the exact truth."""
+    """Seed 0's test frame with the most occupied cells: each model's slice (through its head), the LiDAR
+    and the exact truth."""
     from PIL import Image
 
     from fieldkd.platform.config import compose_config
@@ -97,7 +80,9 @@ def figure(workdir: Path, summary: dict, sets: list[str]) -> Path:
     top = captioned(upsample(image, 160), f"input {item['sequence']} frame {item['frame']}")
     row = np.concatenate([captioned(upsample(p, 160), t) for t, p in panels], axis=1)
     width = max(top.shape[1], row.shape[1])
-    pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)), constant_values=255)
+
+    def pad(a):
+        return np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)), constant_values=255)
     out = RESULTS / "kdbts.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate([pad(top), pad(row)], axis=0)).save(out)
@@ -114,7 +99,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    per_seed = {s: one_run(workdir, f"s{s}", ["method=kdbts", f"seed={s}", *args.set]) for s in seeds}
+    per_seed = {s: resumable_run(workdir, f"s{s}", ["method=kdbts", f"seed={s}", *args.set]) for s in seeds}
 
     rows, payload = [], {"command": command_line(), "seeds": seeds, "overrides": args.set, "rows": {}}
     for label, stage, head in ROWS:

@@ -17,7 +17,6 @@ clouds of seed 0, coloured by their distance to the ground truth (0 to 2 mm), ne
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -26,29 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, command_line, markdown_table, run_cli, write_results
+from common import RESULTS, command_line, markdown_table, resumable_run, stage_metrics, write_results
 
 KEYS = ("mvs/accuracy", "mvs/completeness", "mvs/overall", "depth/abs_err", "depth/within_2mm")
 ROWS = (("teacher (self-supervised)", "prob", "teacher"), ("student 1, prob. labels", "prob", "student_1"),
         ("student 2, prob. labels", "prob", "student_2"), ("student 1, hard labels", "hard", "student_1"),
         ("student 2, hard labels", "hard", "student_2"))
-
-
-def one_run(workdir: Path, name: str, args: list[str]) -> dict:
-    """The summary of one CLI run, from the workdir when it finished before."""
-    done = workdir / "runs" / f"{name}.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    summary = run_cli([*args, f"output_dir={workdir / 'outputs'}", "trainer.progress=false"],
-                      env={"MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}, cwd=workdir)
-    done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps(summary, indent=1))
-    return summary
-
-
-def stage_metrics(summary: dict, stage: str) -> dict:
-    prefix = f"{stage}/"
-    return {k[len(prefix):]: v for k, v in summary["metrics"].items() if k.startswith(prefix)}
 
 
 def spread(values: list[float]) -> str:
@@ -112,9 +94,9 @@ def main() -> None:
     per_seed = {}
     for seed in seeds:
         base = ["method=kdmvs", "kdmvs.rounds=2", f"seed={seed}", *args.set]
-        prob = one_run(workdir, f"prob_s{seed}", base)
+        prob = resumable_run(workdir, f"prob_s{seed}", base)
         teacher = workdir / "outputs" / prob["run_id"] / "teacher" / "last.pt"
-        hard = one_run(workdir, f"hard_s{seed}", [*base, "kdmvs.labels.kind=hard", f"kdmvs.teacher={teacher}"])
+        hard = resumable_run(workdir, f"hard_s{seed}", [*base, "kdmvs.labels.kind=hard", f"kdmvs.teacher={teacher}"])
         per_seed[seed] = {"prob": prob, "hard": hard}
 
     rows, payload = [], {"command": command_line(), "seeds": seeds, "overrides": args.set, "rows": {}}

@@ -23,8 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import command_line, markdown_table, write_results
-from kdmvs import one_run
+from common import command_line, markdown_table, resumable_run, write_results
 
 # (agreeing views, reprojection px, relative depth): the official thresholds first, then looser ones
 SETTINGS = ((7, 1.0, 0.005), (5, 1.0, 0.005), (3, 1.0, 0.01), (2, 2.0, 0.01), (1, 2.0, 0.02))
@@ -51,7 +50,7 @@ def main() -> None:
 
     teacher, first = args.teacher, None
     if teacher is None:  # train one, with the official thresholds: that run is the first row
-        first = one_run(workdir, "teacher_run", base)
+        first = resumable_run(workdir, "teacher_run", base)
         teacher = str(workdir / "outputs" / first["run_id"] / "teacher" / "last.pt")
     found = {}
     for views, px, rel in SETTINGS:
@@ -60,7 +59,7 @@ def main() -> None:
         if first is not None and (views, px, rel) == SETTINGS[0]:
             found[name] = first
         else:
-            found[name] = one_run(workdir, name, [*base, *overrides, f"kdmvs.teacher={teacher}"])
+            found[name] = resumable_run(workdir, name, [*base, *overrides, f"kdmvs.teacher={teacher}"])
         print(name, {k: v for k, v in found[name]["metrics"].items() if k.startswith(("labels_1/", "mvs/"))},
               flush=True)
 
