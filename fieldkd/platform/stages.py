@@ -248,8 +248,9 @@ def fit_stage(request: StageRequest, place: Place | None = None) -> StageOutcome
     parts = kind.build(request, device)  # bad input fails before the run is touched
     run = Run(request.run_id, request.tracking_uri).continuing() if place.lead else None
     ctx = RunContext(cfg=cfg, run=run, device=device, output_dir=Path(request.output_dir))
-    if run:  # what the stage trains, before it does: a failed or stopped stage still says so
-        run.set_tags(ctx.tags(backend=parts.backend, stage=request.stage, **kind.tags(request)))
+    if run:  # what the stage trains, before it does: a failed or stopped stage still says so (its
+        # stage name comes after training: a sweep's trial run keeps its own until then)
+        run.set_tags({f"fieldkd.{k}": str(v) for k, v in kind.tags(request).items()})
     interval = cfg["tracking"].get("system_metrics_s")
     if run and request.system_metrics and interval:
         run.start_system_metrics(float(interval))
@@ -258,7 +259,8 @@ def fit_stage(request: StageRequest, place: Place | None = None) -> StageOutcome
         if result is None or not place.lead:
             return None
         workers = {"workers": place.world} if place.world > 1 else {}
-        run.set_tags(ctx.tags(**workers, **placement()))
+        run.set_tags(ctx.tags(backend=parts.backend, stage=request.stage, **kind.tags(request), **workers,
+                              **placement()))
         trained = TrainedField(parts.field, parts.renderer, result, parts.backend, request.checkpoint_dir, device)
         metrics = {}
         if request.evaluate:

@@ -20,15 +20,13 @@ sections read: ``scene`` (a KITTI-360-layout folder, conf/scene/kitti360.yaml), 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from ...errors import InputError
 from ...evaluators import register_evaluator
 from ...models import register_model
 from ...stage_kinds import register_stage_kind
+from ..stage_parts import NetworkParts, NetworkStage
 
 MODEL_KIND = "bts"
 BTS_DEFAULTS = {"head": "multi", "teacher": "shared", "batch_size": 1, "network": {}, "loss": {}}
@@ -85,37 +83,18 @@ def load_bts_net(checkpoint, device="cpu"):
     return net.to(device)
 
 
-@dataclass
-class BTSParts:
-    """What a BTS stage builds; ``field``/``renderer``/``backend`` as the stage runner names a stage's
-    model (here the network; it renders itself)."""
-
-    data: object  # a SequenceData
-    field: torch.nn.Module
-    teacher: torch.nn.Module | None = None  # distillation: the network whose multi head teaches
-    renderer: None = None
-    backend: str = "torch"
-
-    @property
-    def net(self) -> torch.nn.Module:
-        return self.field
-
-
-class BTSStage:
+class BTSStage(NetworkStage):
     """What the two BTS stage kinds share; ``distilled`` picks the task."""
 
     name = "bts"
     distilled = False
-    trains = True
-    shares_grid = False
-    ddp_options: dict = {}
     evaluators = ("bts",)
 
     def head_of(self, cfg: dict) -> str:
         """The head this stage trains, and so the one its scores come from."""
         return "single" if self.distilled else bts_options(cfg)["head"]
 
-    def build(self, request, device) -> BTSParts:
+    def build(self, request, device) -> NetworkParts:
         from .model import build_bts
 
         cfg = request.cfg
@@ -130,12 +109,12 @@ class BTSStage:
             net = build_bts(dict(options["network"])).to(device)
         if self.distilled:
             teacher = net if options["teacher"] == "shared" else load_bts_net(request.init, device)
-        return BTSParts(data, net, teacher)
+        return NetworkParts(data, net, teacher)
 
     def batch_size(self, cfg: dict) -> int:
         return int(bts_options(cfg)["batch_size"])
 
-    def task(self, request, parts: BTSParts, device, *, batches=None, batch_size: int | None = None, rank: int = 0,
+    def task(self, request, parts: NetworkParts, device, *, batches=None, batch_size: int | None = None, rank: int = 0,
              world: int = 1, sync=None, evaluate=None, forward=None):
         from .tasks import DistilledBTSTask, SelfSupervisedBTSTask
 
@@ -147,13 +126,7 @@ class BTSStage:
             return DistilledBTSTask(parts.net, parts.teacher, stream, device, loss, evaluate=evaluate)
         return SelfSupervisedBTSTask(parts.net, stream, device, loss, head=self.head_of(cfg), evaluate=evaluate)
 
-    def validation(self, request, parts, device):
-        return lambda step: {}  # scoring casts every test frame's grid and rays: done once, after training
-
-    def shards(self, request) -> str | None:
-        return None
-
-    def record(self, request, parts: BTSParts) -> dict:
+    def record(self, request, parts: NetworkParts) -> dict:
         return {"kind": MODEL_KIND, "config": dict(parts.net.config)}
 
     def tags(self, request) -> dict[str, str]:

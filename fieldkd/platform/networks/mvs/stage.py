@@ -17,15 +17,13 @@ trial, or on Ray Train workers (each on its rank's shard of the samples).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from ...errors import InputError
 from ...evaluators import register_evaluator
 from ...models import register_model
 from ...stage_kinds import register_stage_kind
+from ..stage_parts import NetworkParts, NetworkStage
 
 MODEL_KIND = "cascade_mvs"
 
@@ -55,32 +53,14 @@ def multiview(cfg: dict, split: str):
     return MultiViewData.from_config(cfg["scene"], split)
 
 
-@dataclass
-class MVSParts:
-    """What an MVS stage builds; ``field``/``renderer``/``backend`` as the stage runner names a
-    stage's model (here the network; nothing renders)."""
-
-    data: object  # a data module (MultiViewData or LabelledViews)
-    field: torch.nn.Module
-    renderer: None = None
-    backend: str = "torch"
-
-    @property
-    def net(self) -> torch.nn.Module:
-        return self.field
-
-
-class MVSStage:
+class MVSStage(NetworkStage):
     """What the two MVS stage kinds share; ``labelled`` picks the data and the task."""
 
     name = "mvs"
     labelled = False
-    trains = True
-    shares_grid = False
-    ddp_options: dict = {}
     evaluators = ("mvs",)
 
-    def build(self, request, device) -> MVSParts:
+    def build(self, request, device) -> NetworkParts:
         from .label_data import LabelledViews
         from .label_job import load_mvs_net
         from .network import build_cascade_mvs
@@ -95,12 +75,12 @@ class MVSStage:
         net = build_cascade_mvs(dict(cfg.get("network") or {}))
         if request.init is not None:  # go on from a trained network of the same shape
             net.load_state_dict(load_mvs_net(request.init).state_dict())
-        return MVSParts(data, net.to(device))
+        return NetworkParts(data, net.to(device))
 
     def batch_size(self, cfg: dict) -> int:
         return int(mvs_options(cfg)["batch_size"])
 
-    def task(self, request, parts: MVSParts, device, *, batches=None, batch_size: int | None = None, rank: int = 0,
+    def task(self, request, parts: NetworkParts, device, *, batches=None, batch_size: int | None = None, rank: int = 0,
              world: int = 1, sync=None, evaluate=None, forward=None):
         from .tasks import LabelledMVSTask, SelfSupervisedMVSTask
 
@@ -111,13 +91,7 @@ class MVSStage:
         kind = LabelledMVSTask if self.labelled else SelfSupervisedMVSTask
         return kind(parts.net, stream, device, request.cfg.get("mvs_loss"), evaluate=evaluate, forward=forward)
 
-    def validation(self, request, parts, device):
-        return lambda step: {}  # scoring fuses whole scans: done once, after training
-
-    def shards(self, request) -> str | None:
-        return None
-
-    def record(self, request, parts: MVSParts) -> dict:
+    def record(self, request, parts: NetworkParts) -> dict:
         return {"kind": MODEL_KIND, "config": dict(parts.net.config)}
 
     def tags(self, request) -> dict[str, str]:
