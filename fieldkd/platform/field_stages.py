@@ -45,7 +45,8 @@ class FieldStage:
         renderer = make_renderer(request.cfg, scene, device)
         if request.init is not None:
             start_from(request.init, field, renderer)
-        return StageParts(scene, field, renderer, backend)
+        teacher = request.teacher.load(scene, request.cfg, device) if self.needs_teacher else None
+        return StageParts(scene, field, renderer, backend, teacher)
 
     def shards(self, request: StageRequest) -> str | None:
         return None
@@ -96,7 +97,6 @@ class Distill(FieldStage):
         from .distill.teacher import inherit_colour_head
 
         parts = super().build(request, device)
-        parts.teacher = request.teacher.load(parts.scene, request.cfg, device)
         occupancy_from_teacher(parts.renderer, parts.teacher)  # the student marches the teacher's grid
         if request.cfg["distill"].get("inherit_colour_head") and request.init is None:
             inherit_colour_head(parts.field, parts.teacher)
@@ -129,11 +129,6 @@ class Distill(FieldStage):
 @register_stage_kind
 class Incremental(FieldStage):
     name = "incremental"
-
-    def build(self, request, device):
-        parts = super().build(request, device)
-        parts.teacher = request.teacher.load(parts.scene, request.cfg, device)
-        return parts
 
     def task(self, request, parts, device, *, evaluate=None, forward=None, batches=None, batch_size, rank=0, world=1):
         from .distill.incremental import incremental_task

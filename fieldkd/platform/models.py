@@ -30,16 +30,21 @@ def register_model(kind: str):
 
 def field_record(cfg: dict, scene) -> dict:
     """The record of a radiance field trained with ``cfg`` on ``scene`` (plain values only)."""
-    return {"kind": FIELD, "config": dict(cfg["field"]), "aabb": [[float(v) for v in row] for row in scene.aabb.tolist()],
+    aabb = [[float(v) for v in row] for row in scene.aabb.tolist()]
+    return {"kind": FIELD, "config": dict(cfg["field"]), "aabb": aabb,
             "near": float(scene.near), "far": float(scene.far), "background": [float(v) for v in scene.background],
             "render": dict(cfg["render"])}
 
 
 def model_record(checkpoint: str | Path) -> dict:
-    """The model record of a checkpoint (its kind and config), read without the weights' use."""
+    """The model record of a checkpoint: its kind and config."""
     from .train.checkpoint import load_checkpoint
 
-    record = load_checkpoint(checkpoint).get("model")
+    return record_in(load_checkpoint(checkpoint), checkpoint)
+
+
+def record_in(state: dict, checkpoint: str | Path) -> dict:
+    record = state.get("model")
     if not isinstance(record, dict) or "kind" not in record:
         raise InputError(checkpoint, "the checkpoint does not say which model it holds (written before models "
                                      "were recorded): give its field config too")
@@ -65,7 +70,7 @@ def load_model(checkpoint: str | Path, device="cpu"):
     for module in BUILTIN:
         importlib.import_module(module)
     state = load_checkpoint(checkpoint)
-    record = model_record(checkpoint)
+    record = record_in(state, checkpoint)
     if record["kind"] not in _LOADERS:
         raise InputError(checkpoint, f"unknown model kind {record['kind']!r}; known: {', '.join(sorted(_LOADERS))}")
     return _LOADERS[record["kind"]](state, record, device, str(checkpoint))

@@ -8,11 +8,17 @@ A kind is an object with
   Trainer task of one process (``forward``: a DDP wrapper of the model on Ray Train workers,
   ``batches``: a Ray Data shard, ``batch_size``: this process's share, ``rank``/``world``: which
   part of the data it draws);
+- ``batch_size(cfg)``: the global batch, split among Ray Train workers;
+- ``validation(request, parts, device)``: the periodic check the trainer logs (``step -> metrics``);
 - ``shards(request)``: the Parquet shards Ray Train workers stream, or None when each worker
   draws its own batches;
-- ``trains``: False for a kind that only scores a given model;
-- optionally ``fit(request)`` and ``worker(config)``, for kinds whose stages run a body of their
-  own in an actor or on each Ray Train worker (the feed-forward networks).
+- ``record(request, parts)``: what the model is, saved with every checkpoint (:mod:`.models`);
+- ``tags(request)``: the stage's run tags; ``evaluators``: the names of its evaluators
+  (:mod:`.evaluators`);
+- ``trains`` (False for a kind that only scores a given model, which then has ``keep(request)``),
+  ``shares_grid`` and ``ddp_options`` for data-parallel workers.
+
+:func:`.stages.fit_stage` runs any kind's stage in an actor, a Tune trial or on each Ray Train worker.
 
 Kinds register with :func:`register_stage_kind` when their module is imported; the built-in
 modules are imported on first lookup, so the platform names no kind in an if-chain.
@@ -24,7 +30,8 @@ import importlib
 
 from .errors import InputError
 
-BUILTIN = ("fieldkd.platform.field_stages", "fieldkd.platform.networks.mvs.stage", "fieldkd.platform.networks.bts.stage")
+BUILTIN = ("fieldkd.platform.field_stages", "fieldkd.platform.networks.mvs.stage",
+           "fieldkd.platform.networks.bts.stage")
 _KINDS: dict[str, object] = {}
 
 

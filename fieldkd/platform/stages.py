@@ -118,17 +118,6 @@ def pick_backend(field_cfg: dict) -> str:
     return pick_hash_backend(field_cfg["backend"]) if "backend" in field_cfg else "torch"
 
 
-def make_task(request: StageRequest, parts, device: torch.device, *, evaluate=None, forward=None,
-              batches=None, batch_rays: int | None = None, rank: int = 0):
-    """The training task of a stage. ``batches``: a Ray Data shard (on Ray Train
-    workers) to read instead of the split's pixels or the teacher's answers;
-    ``batch_rays``: this process's share of the batch; ``rank`` varies the seed
-    of batches drawn on the fly, so data-parallel workers see different rays."""
-    batch_rays = int(batch_rays or request.cfg["trainer"]["batch_rays"])
-    return stage_kind(request.task).task(request, parts, device, evaluate=evaluate, forward=forward, batches=batches,
-                                         batch_size=batch_rays, rank=rank)
-
-
 def supervision_of(cfg: dict) -> Supervision:
     try:
         return Supervision.from_dict(cfg.get("supervision"))

@@ -172,4 +172,4 @@ def load_bts(state: dict, record: dict, device, source: str):
 
     net = build_bts({**dict(record["config"]), "pretrained": None})  # the weights are here: no user file again
     net.load_state_dict(state["task"]["net"])
-    return net.to(device)
+    return net.to(device).eval()
