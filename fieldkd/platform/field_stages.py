@@ -73,7 +73,7 @@ class Photometric(FieldStage):
     shares_grid = True
 
     def task(self, request, parts, device, *, evaluate=None, forward=None, batches=None, batch_size, rank=0, world=1):
-        from .compute.students import ShardRays
+        from .data.rays import ShardRays
         from .train.photometric import PhotometricTask
 
         rays = ShardRays(batches, batch_size, device) if batches is not None else request.training_split(parts.scene)
@@ -81,7 +81,7 @@ class Photometric(FieldStage):
                                forward=forward, supervision=supervision_of(request.cfg))
 
     def shards(self, request):
-        from .train.ray_shards import write_ray_shards
+        from .data.rays import write_ray_shards
 
         scene = load_scene_from_config(request.cfg["scene"])
         return str(write_ray_shards(request.training_split(scene), request.checkpoint_dir / "rays",

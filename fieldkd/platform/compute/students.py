@@ -1,7 +1,7 @@
 """Students on many workers: Ray Train's TorchTrainer with DDP.
 
-The stage's training rays are written once as Parquet shards; Ray Data reads
-them and hands each worker its own stream. Gradients are averaged by
+The stage's training rays (or a teacher-sample store) are written once as Parquet
+shards; Ray Data streams them and hands each worker its own part. Gradients are averaged by
 DistributedDataParallel (gloo on CPU, NCCL on GPU), so with the global batch
 split evenly the workers take the same steps one process would. Checkpoints go
 through ``ray.train.report`` into the run's storage path, and a killed worker
@@ -13,14 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ..atomic import write_text
 from ..stage_request import Place, StageOutcome, StageRequest
 from . import interrupts
-
-LOCAL_SHUFFLE_ROWS = 8192
-
 
 def fit_distributed(request: StageRequest, body) -> StageOutcome:
     """Train the request's model on ``compute.workers`` Ray Train workers, then evaluate it: every
@@ -43,9 +38,9 @@ def fit_distributed(request: StageRequest, body) -> StageOutcome:
                                                        num_gpus=1 if use_gpu else 0).remote(request))
     datasets = {}
     if shards is not None:
-        # Read before the workers take the CPUs: on a small machine no core would be left for reading.
-        ray.data.DataContext.get_current().enable_progress_bars = False  # the training bar is the one to watch
-        datasets["train"] = ray.data.read_parquet(str(shards)).materialize()
+        from ..data.rays import stream
+
+        datasets["train"] = stream(shards)  # streamed: read as the workers consume it
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"request": request, "cpus_per_worker": cpus, "sharded": shards is not None, "body": body},
@@ -88,25 +83,6 @@ def read_outcome(request: StageRequest) -> StageOutcome:
     import json
 
     return StageOutcome(**json.loads((request.checkpoint_dir / OUTCOME).read_text()))
-
-
-class ShardRays:
-    """A worker's endless stream of ray batches from its Ray Data shard."""
-
-    def __init__(self, shard, batch_rays: int, device: torch.device):
-        self.shard, self.batch_rays, self.device = shard, batch_rays, device
-        self.batches = self._endless()
-
-    def _endless(self):
-        from ..train.ray_shards import batch_to_rays
-
-        while True:
-            for batch in self.shard.iter_torch_batches(batch_size=self.batch_rays, drop_last=True,
-                                                       local_shuffle_buffer_size=LOCAL_SHUFFLE_ROWS):
-                yield batch_to_rays(batch, self.device)
-
-    def sample(self, n_rays: int):
-        return next(self.batches)
 
 
 def train_worker(config: dict) -> None:
