@@ -176,9 +176,11 @@ def test_kdbts_pipeline_end_to_end(driving, tmp_path, one_torch_thread):
     history = sorted((m.step, m.value) for m in client.get_metric_history(stages["student"].info.run_id, "train/kd"))
     assert history[-1][0] == 40 and history[-1][1] < 0.7 * history[0][1], history
 
-    # A given teacher and no baseline: one child, the student, starting from that checkpoint.
+    # A given teacher and no baseline: one child, the student, starting from that checkpoint, on two Ray
+    # Train workers (a batch of 2 split between them; gradients averaged after each backward pass).
     again = fieldkd(["run", "method=kdbts", f"scene.path={driving}", *(f"scene.{k}={v}" for k, v in SIZE.items()),
-                     *net, "trainer.steps=5", "trainer.warmup_steps=1", "trainer.checkpoint_every=5",
+                     *net, "trainer.steps=10", "trainer.warmup_steps=1", "trainer.checkpoint_every=10",
+                     "trainer.log_every=1", "compute.workers=2", "bts.batch_size=2",
                      "bts.loss.patches_per_frame=2", f"kdbts.teacher={teacher_ckpt}", "kdbts.baseline=false",
                      *(f"eval.{k}={v}" for k, v in EVAL.items()), "eval.bts_frames=1",
                      "tracking.system_metrics_s=0", "trainer.progress=false", f"output_dir={tmp_path / 'out'}"],
@@ -189,3 +191,16 @@ def test_kdbts_pipeline_end_to_end(driving, tmp_path, one_torch_thread):
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{second['run_id']}'")
     assert [c.data.tags["fieldkd.stage"] for c in children] == ["student"]
     assert children[0].data.tags["fieldkd.init"] == str(teacher_ckpt)
+    student = children[0]
+    assert student.data.tags["fieldkd.workers"] == "2"
+    assert student.data.metrics["train/replica_spread"] == 0.0  # the workers' weights stayed identical
+    kd = [v for _, v in sorted((m.step, m.value) for m in client.get_metric_history(student.info.run_id, "train/kd"))]
+    assert len(kd) == 10 and np.mean(kd[-3:]) < np.mean(kd[:3]), kd  # and they learned together
+
+
+def test_a_student_batch_that_the_workers_cannot_split_is_refused_before_training(driving, tmp_path):
+    proc = fieldkd(["run", "method=kdbts", f"scene.path={driving}", "compute.workers=2", "bts.batch_size=1",
+                    f"output_dir={tmp_path / 'out'}"], tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert proc.returncode != 0
+    assert "bts.batch_size" in proc.stderr and "2 Ray Train workers" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("last.pt"))

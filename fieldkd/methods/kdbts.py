@@ -5,7 +5,8 @@ A BTS network with the multi-view head is trained self-supervised on the trainin
 head only (``baseline``, BTS). The ``student`` starts from the teacher's checkpoint and its
 single-view head learns from the teacher's multi-view densities in 3D (KDBTS). Every network is
 scored on the test sequence through the head it trained (tag ``fieldkd.head``): the teacher's
-numbers are the multi head's, the baseline's and the student's the single head's.
+numbers are the multi head's, the baseline's and the student's the single head's. With
+``compute.workers=N`` the student trains on N Ray Train workers (``bts.batch_size`` split among them).
 ``kdbts.teacher`` uses a trained teacher's checkpoint instead of training one; ``kdbts.baseline=false``
 skips the baseline.
 
@@ -18,6 +19,7 @@ import copy
 from pathlib import Path
 
 from fieldkd.platform.errors import InputError
+from fieldkd.platform.networks.bts.stage import bts_options
 from fieldkd.platform.stages import RunContext, prefixed, run_stages
 
 
@@ -40,9 +42,10 @@ def stage_cfg(cfg: dict, head: str) -> dict:
 
 def run(ctx: RunContext) -> dict[str, float]:
     k = ctx.cfg["kdbts"]
-    if int(ctx.cfg["compute"]["workers"]) > 1:  # checked before anything trains
-        raise InputError("compute.workers", "the KDBTS student trains on one worker (Ray Train is not wired "
-                                            "for BTS stages); use compute.workers=1")
+    workers, batch = int(ctx.cfg["compute"]["workers"]), int(bts_options(ctx.cfg)["batch_size"])
+    if workers > 1 and batch < workers:  # checked before anything trains
+        raise InputError("bts.batch_size", f"the student's global batch of {batch} cannot be split among "
+                                           f"{workers} Ray Train workers (compute.workers); raise bts.batch_size")
     metrics: dict[str, float] = {}
     first = []
     if k["teacher"]:  # a given teacher (e.g. for a sweep of the KD weight): not trained again
@@ -63,7 +66,7 @@ def run(ctx: RunContext) -> dict[str, float]:
             source = outcomes["teacher"].checkpoint
     cfg = stage_cfg(ctx.cfg, "single")
     request = ctx.request("student", ctx.child("student", cfg), cfg, task="bts_distilled", init=source, report=True)
-    student = run_stages(ctx, [request])["student"]
+    student = run_stages(ctx, [request], distributed=True)["student"]  # Ray Train when compute.workers > 1
     metrics.update(prefixed(student.metrics, "student"))
     metrics.update(student.metrics)
     return metrics

@@ -35,6 +35,7 @@ class FieldStage:
     needs_teacher = True
     shares_grid = False  # data-parallel workers take rank 0's occupancy grid after each refresh
     ddp_options = {"forward_sync_buffers": False}  # the grid is shared from rank 0 after a refresh instead
+    gradient_sync = "ddp"  # the task renders through ``forward``, the field wrapped in DDP
     evaluators = ("views", "mesh")
 
     def build(self, request: StageRequest, device: torch.device) -> StageParts:

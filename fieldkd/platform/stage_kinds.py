@@ -16,7 +16,9 @@ A kind is an object with
 - ``tags(request)``: the stage's run tags; ``evaluators``: the names of its evaluators
   (:mod:`.evaluators`);
 - ``trains`` (False for a kind that only scores a given model, which then has ``keep(request)``),
-  ``shares_grid`` and ``ddp_options`` for data-parallel workers.
+  and for data-parallel workers ``gradient_sync`` ("ddp": the task calls ``forward``, the model
+  wrapped in DDP with ``ddp_options``; "all_reduce": gradients averaged after each backward pass,
+  for tasks that call the model part by part) and ``shares_grid``.
 
 :func:`.stages.fit_stage` runs any kind's stage in an actor, a Tune trial or on each Ray Train worker.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .compute.ddp import agreed_seconds, any_worker, replica_spread, share_rank0_state
+from .compute.ddp import agreed_seconds, any_worker, average_gradients, replica_spread, share_rank0_state
 from .compute.interrupts import StageStopped, watching
 from .compute.session import placement
 from .distill.teacher import Teacher
@@ -130,7 +130,7 @@ def train_stage(ctx: RunContext, request: StageRequest, kind, parts, place: Plac
     asked Ray Train workers to stop (their checkpoint is saved; the driver raises)."""
     cfg, device, world = ctx.cfg, ctx.device, place.world
     forward = None
-    if world > 1:
+    if world > 1 and kind.gradient_sync == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(parts.field, **kind.ddp_options)
@@ -141,6 +141,9 @@ def train_stage(ctx: RunContext, request: StageRequest, kind, parts, place: Plac
     task = kind.task(request, parts, device, evaluate=validate, forward=forward, batches=place.shard,
                      batch_size=total // world, rank=place.rank, world=world)
     task.model_record = kind.record(request, parts)  # saved with every checkpoint
+    if world > 1 and kind.gradient_sync == "all_reduce":
+        trainable = [p for p in parts.field.parameters() if p.requires_grad]
+        task.sync_gradients = lambda: average_gradients(trainable)
     if world > 1 and kind.shares_grid and parts.renderer.grid is not None:
         share_grid_after_refresh(task, parts.renderer.grid, int(cfg["render"]["occupancy_update_every"]))
     clock, any_rank = (agreed_seconds, any_worker(device)) if world > 1 else (None, None)

@@ -1,5 +1,6 @@
 """What data-parallel workers of one stage agree on, over torch.distributed: the clock, per-step
-flags, rank 0's buffers, the replicas' checksums, and checkpoints that travel through Ray Train."""
+flags, rank 0's buffers, gradients (for models that DDP cannot wrap), the replicas' checksums, and
+checkpoints that travel through Ray Train."""
 
 from __future__ import annotations
 
@@ -78,6 +79,29 @@ def share_rank0_state(module: torch.nn.Module) -> None:
             buffer.copy_(as_bytes.bool())
         else:
             dist.broadcast(buffer, src=0)
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average the workers' gradients in one all-reduce, after the backward pass.
+
+    For models that a step calls part by part (an encoder, then a head at sampled points): DDP
+    hooks into one call of the whole model. A parameter that has no gradient on any worker keeps
+    none, so the optimizer skips it as one process would; one that has a gradient on some workers
+    gets their sum over the world size (the others count as zero, as in DDP)."""
+    import torch.distributed as dist
+
+    if not params:
+        return
+    world = dist.get_world_size()
+    grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
+    present = torch.tensor([float(p.grad is not None) for p in params], device=grads[0].device)
+    flat = torch.cat([*grads, present])
+    dist.all_reduce(flat)
+    offset = 0
+    for p, found in zip(params, flat[-len(params):].tolist()):
+        n = p.numel()
+        p.grad = (flat[offset:offset + n] / world).view_as(p).to(p.dtype) if found > 0 else None
+        offset += n
 
 
 def replica_spread(module: torch.nn.Module) -> float:

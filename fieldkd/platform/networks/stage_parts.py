@@ -32,6 +32,7 @@ class NetworkStage:
     trains = True
     shares_grid = False
     ddp_options: dict = {}
+    gradient_sync = "ddp"  # or "all_reduce": a task that calls the network part by part (no one forward)
 
     def validation(self, request, parts, device):
         return lambda step: {}  # scoring covers whole scans or sequences: done once, after training

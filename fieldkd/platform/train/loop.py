@@ -42,6 +42,9 @@ class Task(Protocol):
 
     def load_state_dict(self, state: dict) -> None: ...
 
+    # Optional: ``on_progress(fraction)`` each step; ``sync_gradients()`` after the backward pass
+    # (data-parallel workers of a model that DDP does not wrap: :func:`..compute.ddp.average_gradients`).
+
 
 @dataclass
 class TrainerConfig:
@@ -159,6 +162,7 @@ class Trainer:
         reporter = Progress(self.description, cfg.steps, cfg.max_seconds, enabled=cfg.progress and self.show_progress)
         local_elapsed = lambda: elapsed_before + time.perf_counter() - started  # noqa: E731 (no collective)
         on_progress = getattr(task, "on_progress", None)  # tasks whose schedule follows the budget
+        sync_gradients = getattr(task, "sync_gradients", None)
         nonfinite_run = nonfinite_total = 0
         while step < cfg.steps:
             now_elapsed = elapsed() if cfg.max_seconds is not None else 0.0
@@ -193,6 +197,8 @@ class Trainer:
             else:
                 nonfinite_run = 0
                 scaler.scale(loss).backward()
+                if sync_gradients is not None:  # data-parallel workers that DDP does not wrap
+                    sync_gradients()
                 if cfg.grad_clip:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],

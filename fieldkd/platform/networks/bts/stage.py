@@ -89,6 +89,7 @@ class BTSStage(NetworkStage):
     name = "bts"
     distilled = False
     evaluators = ("bts",)
+    gradient_sync = "all_reduce"  # a step encodes, then asks the heads at points: no one forward for DDP
 
     def head_of(self, cfg: dict) -> str:
         """The head this stage trains, and so the one its scores come from."""
