@@ -11,7 +11,7 @@ run's summary is kept under --workdir, so a rerun with the same --workdir skips 
 
 Writes results/kdmvs.json, results/kdmvs.md (mean and spread over seeds, mm, lower is better except
 the within-2mm share and the label coverage) and results/kdmvs.png: the first test scan's fused
-clouds of seed 0, coloured by their distance to the ground truth (0 to 2 mm), next to it.
+clouds of seed 0, coloured by their distance to the ground truth (0 to ERROR_VMAX_MM, 8 mm), next to it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fieldkd.platform.networks.mvs.evaluation import ERROR_VMAX_MM
 
 from common import RESULTS, command_line, markdown_table, resumable_run, stage_metrics, write_results
 
@@ -65,7 +67,7 @@ def figure(workdir: Path, runs: dict, sets: list[str]) -> Path | None:
         if not path.exists():
             return None
         points, _ = ply.read_points(path)
-        clouds.append((points, error_coloured(points, gt, vmax=2.0)))
+        clouds.append((points, error_coloured(points, gt, vmax=ERROR_VMAX_MM)))
     clouds.append((gt, np.full((len(gt), 3), 96, np.uint8)))
     out = RESULTS / "kdmvs.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -133,7 +135,7 @@ def main() -> None:
             f"teacher and prob. below hard):\n\n{delta_table}\n\n"
             f"Runs: {len(seconds)}, {sum(seconds) / 60:.1f} min in all. Command: `{command_line()}`\n")
     if picture is not None:
-        text += f"\n![fused clouds coloured by error, 0-2 mm: teacher, student 2 prob., student 2 hard, " \
+        text += f"\n![fused clouds coloured by error, 0-{ERROR_VMAX_MM:g} mm: teacher, student 2 prob., student 2 hard, " \
                 f"ground truth]({picture.name})\n"
     write_results("kdmvs", payload, text)
 

@@ -44,6 +44,22 @@ STREAM_GAIN = 1.0  # each stream ends after 60 steps in all
 SWEEP_GAIN = 0.7  # 10 steps per chunk
 
 
+def unikd_groups(cfg) -> dict[str, list[int]]:
+    """The test views of each chunk, as the recipe groups them."""
+    from fieldkd.platform.stages import load_scene_from_config
+
+    scene = load_scene_from_config(cfg["scene"])
+    chunks = unikd.contiguous_chunks(len(scene.split("train")), int(cfg["unikd"]["chunks"]))
+    owner = unikd.chunk_of_views(scene.split("train"), chunks, scene.split("test"))
+    return {f"chunk_{k}": [int(v) for v in (owner == k).nonzero()[0]] for k in range(len(chunks))}
+
+
+def test_evenly_spaced_views_span_the_chunk():
+    assert unikd.evenly_spaced([3, 4, 5, 6, 7], 3) == [3, 5, 7]
+    assert unikd.evenly_spaced([3, 4, 5, 6, 7], 1) == [3]
+    assert unikd.evenly_spaced([3, 4], 5) == [3, 4] and unikd.evenly_spaced([3, 4], None) == [3, 4]
+
+
 def children_of(client, run_id):
     return client.search_runs([client.get_run(run_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
 
@@ -53,7 +69,8 @@ def children(client, run_id):
 
 
 def test_unikd_stream_with_every_baseline(tiny_room, tmp_path, mlflow_uri):
-    cfg = compose_config(small(tiny_room, tmp_path / "out") + ["unikd.chunks=2", "unikd.threshold=0.5"])
+    cfg = compose_config(small(tiny_room, tmp_path / "out") + ["unikd.chunks=2", "unikd.threshold=0.5",
+                                                               "eval.during_stream_views=1"])
     assert cfg["field"]["name"] == "sdf" and cfg["field"]["uncertainty"] is True
     run_id, metrics = execute(cfg, unikd.run)
 
@@ -100,6 +117,18 @@ def test_unikd_stream_with_every_baseline(tiny_room, tmp_path, mlflow_uri):
     # Meshes where a stream ends, not after chunk 0.
     assert any(a.path.endswith(".ply") for a in client.list_artifacts(chunk_1.info.run_id, "mesh"))
     assert not client.list_artifacts(stages["chunk_0"].info.run_id, "mesh")
+
+    # A stage before its stream's last scores one view of each chunk (eval.during_stream_views=1), the
+    # first of each; the last stages score all 6 test views.
+    def scored(stage):
+        path = client.download_artifacts(stages[stage].info.run_id, "renders/test_per_view.json",
+                                         str(tmp_path / stage))
+        return [row[0] for row in json.loads(open(path).read())["data"]]
+
+    groups = unikd_groups(cfg)
+    assert len(groups) == 2 and scored("chunk_0") == [min(group) for group in groups.values()]
+    for stage in ("chunk_1", "finetune_chunk_1", "nofilter_chunk_1", "joint"):
+        assert scored(stage) == list(range(6)), stage
 
     # The streams trained at the same time: their intervals overlap.
     later = [stages[s] for s in ("chunk_1", "finetune_chunk_1", "nofilter_chunk_1", "joint")]

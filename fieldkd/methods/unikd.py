@@ -56,6 +56,15 @@ def chunk_of_views(train: SceneSplit, chunks: list[list[int]], views: SceneSplit
     return owner[dist.argmin(axis=1)]
 
 
+def evenly_spaced(views: list[int], count: int | None) -> list[int]:
+    """``count`` of ``views``, spread from the first to the last (all of them when ``count`` is None or
+    not smaller)."""
+    if count is None or count >= len(views):
+        return list(views)
+    picks = np.unique(np.round(np.linspace(0, len(views) - 1, int(count))).astype(int))
+    return [views[i] for i in picks]
+
+
 def with_overrides(cfg: dict, overrides: dict) -> dict:
     """A deep copy of ``cfg`` with dotted keys set (``{"unikd.threshold": 0.01, "seed": 1}``)."""
     out = copy.deepcopy(cfg)
@@ -113,15 +122,24 @@ class Stream:
                 trainer["max_seconds"] = float(trainer["max_seconds"]) * steps_scale
         return stage
 
-    def request(self, stage: str, cfg: dict, **options) -> StageRequest:
+    def request(self, stage: str, cfg: dict, last: bool = True, **options) -> StageRequest:
+        """A stage of the stream; one before the stream's ``last`` scores only ``eval.during_stream_views``
+        views of each chunk (cheaper; its row of the forgetting matrix is then an estimate)."""
         name = self.name(stage)
-        return self.ctx.request(name, self.ctx.child(name, cfg), cfg, eval_groups=self.groups, **options)
+        groups, views = self.groups, None
+        count = cfg["eval"].get("during_stream_views")
+        if not last and count is not None:
+            groups = {chunk: evenly_spaced(group, int(count)) for chunk, group in self.groups.items()}
+            views = sorted(v for group in groups.values() for v in group)
+        return self.ctx.request(name, self.ctx.child(name, cfg), cfg, eval_groups=groups, eval_views=views,
+                                **options)
 
     def checkpoint(self, stage: str) -> str:
         return str(self.ctx.stage_dir(self.name(stage)) / "last.pt")
 
     def first(self, report: bool = False) -> StageRequest:
-        return self.request("chunk_0", self.stage_cfg(0, None), views=self.chunks[0], report=report)
+        return self.request("chunk_0", self.stage_cfg(0, None), last=len(self.chunks) == 1, views=self.chunks[0],
+                            report=report)
 
     def later(self, kind: str, start: str, report: bool = False) -> list[StageRequest]:
         """Chunks 1.. of a stream starting from the checkpoint of stage ``start``: ``unikd``
@@ -137,7 +155,7 @@ class Stream:
                 past = [v for chunk in self.chunks[:t] for v in chunk]
                 options.update(task="incremental", teacher=TeacherRef(self.checkpoint(previous), field),
                                teacher_views=past)
-            requests.append(self.request(stage, cfg, **options))
+            requests.append(self.request(stage, cfg, last=t == len(self.chunks) - 1, **options))
             previous = stage
         return requests
 

@@ -36,10 +36,13 @@ def periodic_validation(cfg: dict, scene: Scene, renderer: Renderer, field: torc
 @register_evaluator("views")
 def evaluate_rendered_views(ctx: RunContext, request, parts, trained: TrainedField) -> dict[str, float]:
     """Render the evaluation split and score it (PSNR, SSIM, LPIPS, depth), with pictures and a per-view
-    table; the request's ``eval_groups`` also average the scores over named subsets of the views."""
+    table; the request's ``eval_groups`` also average the scores over named subsets of the views, and its
+    ``eval_views`` (where given) are the only ones rendered."""
     ecfg, scene, run, groups = ctx.cfg["eval"], parts.scene, ctx.run, request.eval_groups
     split = scene.split(ecfg["split"])
     views = range(min(len(split), ecfg["max_views"] or len(split)))
+    if request.eval_views is not None:
+        views = [v for v in request.eval_views if v in views]
     lpips, reason = make_lpips(device=str(ctx.device)) if ecfg["lpips"] else (None, "disabled by eval.lpips")
     if lpips is None:
         run.set_tags({"fieldkd.lpips": f"skipped: {reason}"})

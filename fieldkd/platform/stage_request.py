@@ -88,6 +88,8 @@ class StageRequest:
     init: str | None = None  # a Trainer checkpoint whose field (and occupancy grid) the stage starts from
     eval_groups: dict[str, list[int]] | None = None  # also score these views of the evaluation split,
     #                                                  as metrics "<name>/test/psnr", ...
+    eval_views: list[int] | None = None  # render only these views of the evaluation split; None: all
+    #                                      (up to eval.max_views)
     teacher_views: list[int] | None = None  # incremental: the views of ``split`` the teacher has seen, in
     #                                         trajectory order (its poses are interpolated between them)
     report: bool = False  # also send the final metrics to any active reporting_to sink (a Tune trial)

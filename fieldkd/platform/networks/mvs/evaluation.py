@@ -27,7 +27,7 @@ EVAL_DEFAULTS = {  # keys of the eval section, with these defaults where a confi
     "mvs_sources": 10,  # fusion checks this many paired views of each reference
     "log_images": 4,
 }
-ERROR_VMAX_MM = 2.0  # the cloud pictures' colour scale
+ERROR_VMAX_MM = 8.0  # the cloud pictures' colour scale: CPU-sized networks err by a few mm
 
 
 def eval_options(ecfg: dict | None) -> dict:
