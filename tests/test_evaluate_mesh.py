@@ -47,6 +47,26 @@ def test_density_ball():
     assert np.allclose(np.linalg.norm(verts, axis=1), 0.5, atol=VOXEL)
 
 
+def test_skipping_empty_cells_asks_the_field_less_and_keeps_the_mesh():
+    """Points outside a mask (an occupancy grid's occupied cells) count as density 0 unasked: with the
+    mask around the ball the mesh is the same, for a fraction of the field's points."""
+    asked = []
+
+    def density(x):
+        asked.append(len(x))
+        return 100 * torch.sigmoid((0.5 - x.norm(dim=-1)) * 40)
+
+    full = extract_mesh(density, BOX, resolution=RES, level=50.0)
+    everywhere = sum(asked)
+    asked.clear()
+    skipped = extract_mesh(density, BOX, resolution=RES, level=50.0, keep=lambda x: x.abs().max(dim=-1).values < 0.7)
+    assert everywhere == RES**3 and sum(asked) < 0.4 * everywhere
+    np.testing.assert_array_equal(skipped[0], full[0])
+    np.testing.assert_array_equal(skipped[1], full[1])
+    with pytest.raises(ValueError, match="SDF"):
+        extract_mesh(sphere_sdf(0.5), BOX, resolution=RES, sdf=True, keep=lambda x: x[:, 0] > 0)
+
+
 def test_off_centre_sphere_in_uneven_box_numpy_field():
     box = np.array([[-0.5, -0.8, -0.4], [0.9, 0.6, 1.0]])
     centre = np.array([0.2, -0.1, 0.3])

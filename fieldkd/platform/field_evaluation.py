@@ -78,9 +78,12 @@ def evaluate_mesh(ctx: RunContext, request, parts, trained: TrainedField) -> dic
     field = trained.field
     # A field with a surface of its own (an SDF's zero level) says where it is; else a density level.
     surface, level = field.surface() if hasattr(field, "surface") else (field.density, float(ecfg["mesh_level"]))
+    grid = trained.renderer.grid if trained.renderer is not None else None
+    # A density is asked only in the occupancy grid's occupied cells: the renderer sees nothing elsewhere.
+    keep = grid.query if grid is not None and not hasattr(field, "surface") else None
     try:
         verts, faces = extract_mesh(surface, scene.aabb, resolution=int(ecfg["mesh_resolution"]),
-                                    level=level, device=next(field.parameters()).device)
+                                    level=level, device=next(field.parameters()).device, keep=keep)
     except ValueError as exc:
         run.set_tags({"fieldkd.mesh": f"skipped: {exc}"})
         return {}

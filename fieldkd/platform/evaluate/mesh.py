@@ -25,8 +25,10 @@ def _as_aabb(aabb) -> np.ndarray:
     return box
 
 
-def _grid_values(field_fn: Callable, box: np.ndarray, resolution: int, chunk: int, device) -> np.ndarray:
-    """``field_fn`` on a resolution^3 grid spanning ``box`` (corners included), as float32.
+def _grid_values(field_fn: Callable, box: np.ndarray, resolution: int, chunk: int, device,
+                 keep: Callable | None = None) -> np.ndarray:
+    """``field_fn`` on a resolution^3 grid spanning ``box`` (corners included), as float32; where
+    ``keep`` (points -> bool mask) is False the field is not asked and the value is 0.
 
     Points are generated per chunk from flat indices, so memory stays at one
     chunk of points even at high resolutions.
@@ -42,8 +44,15 @@ def _grid_values(field_fn: Callable, box: np.ndarray, resolution: int, chunk: in
             flat = torch.arange(start, min(start + chunk, n**3), device=device)
             # 'ij' order: x varies slowest, matching volume[i, j, k] = f(x_i, y_j, z_k).
             ijk = torch.stack((flat // (n * n), (flat // n) % n, flat % n), dim=-1)
-            values = field_fn(lo + ijk.float() * step)
-            out[start : start + flat.numel()] = to_numpy(values, np.float32).reshape(-1)
+            points = lo + ijk.float() * step
+            if keep is None:
+                values = to_numpy(field_fn(points), np.float32).reshape(-1)
+            else:
+                mask = to_numpy(keep(points), bool).reshape(-1)
+                values = np.zeros(len(mask), dtype=np.float32)
+                if mask.any():
+                    values[mask] = to_numpy(field_fn(points[torch.as_tensor(mask, device=device)]), np.float32).reshape(-1)
+            out[start : start + flat.numel()] = values
     return out.reshape(n, n, n)
 
 
@@ -55,6 +64,7 @@ def extract_mesh(
     chunk: int = 65536,
     sdf: bool = False,
     device="cpu",
+    keep: Callable | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Marching-cubes mesh of ``{x : field(x) = level}`` inside ``aabb``.
 
@@ -63,6 +73,10 @@ def extract_mesh(
     exceeds ``level`` (default 10). With ``sdf=True`` the field is a signed
     distance, negative inside, and ``level`` defaults to 0; we negate it so the
     inside is again the larger side and both kinds of field wind faces alike.
+
+    ``keep`` (a density only) maps the grid's points to a bool mask of those worth asking, e.g. the
+    occupancy grid's occupied cells (``OccupancyGrid.query``): the others count as empty, density
+    0, as the renderer skips them, and the field is asked only where it may be solid.
 
     Returns world-space vertices (V, 3) float32 and faces (F, 3) int64, wound
     counter-clockwise seen from outside (right-hand normals point out). Raises
@@ -73,7 +87,9 @@ def extract_mesh(
         raise ValueError(f"resolution must be >= 2, got {resolution}")
     if level is None:
         level = 0.0 if sdf else 10.0
-    volume = _grid_values(density_fn, box, int(resolution), int(chunk), device)
+    if keep is not None and sdf:
+        raise ValueError("extract_mesh: keep skips empty space of a density; an SDF has no such value")
+    volume = _grid_values(density_fn, box, int(resolution), int(chunk), device, keep)
     if sdf:
         volume, level = -volume, -level
     if not np.all(np.isfinite(volume)):
