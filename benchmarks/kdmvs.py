@@ -1,9 +1,10 @@
 """KD-MVS on the generated DTU test scans: teacher, round-1 and round-2 students, probabilistic
 and hard labels, over seeds.
 
-    python benchmarks/kdmvs.py [--seeds 0,1,2] [--steps N] [--size HxW] [--workdir DIR] [--set KEY=VALUE ...]
+    python benchmarks/kdmvs.py [--seeds 0,1,2] [--rounds 2] [--steps N] [--size HxW] [--workdir DIR]
+                               [--set KEY=VALUE ...]
 
-Per seed, two runs of the real CLI: `fieldkd run method=kdmvs kdmvs.rounds=2 seed=S` (probabilistic
+Per seed, two runs of the real CLI: `fieldkd run method=kdmvs kdmvs.rounds=R seed=S` (probabilistic
 labels; trains the teacher), then `kdmvs.labels.kind=hard kdmvs.teacher=<that teacher>` (the same
 teacher, hard labels). `--set` adds overrides to every run (e.g. trainer.steps=300); `--steps` and
 `--size` bound the cost (trainer.steps, scene.height/width: sides multiples of 32). Each finished
@@ -42,8 +43,9 @@ def spread(values: list[float]) -> str:
     return f"{np.mean(values):.3g} ± {np.std(values):.2g}" if len(values) > 1 else f"{values[0]:.3g}"
 
 
-def figure(workdir: Path, runs: dict, sets: list[str]) -> Path | None:
-    """The first test scan's fused clouds of the first seed: teacher, round-2 students, ground truth."""
+def figure(workdir: Path, runs: dict, sets: list[str], last: str) -> Path | None:
+    """The first test scan's fused clouds of the first seed: teacher, the ``last`` round's students,
+    ground truth."""
     from PIL import Image
 
     from fieldkd.platform.evaluate.mvs import cloud_figure, error_coloured
@@ -60,10 +62,8 @@ def figure(workdir: Path, runs: dict, sets: list[str]) -> Path | None:
     scan = dtu.scan_name(scans[0])
     gt, _ = dtu.read_gt_points(root, scan)
     clouds = []
-    for _label, kind, stage in (ROWS[0], ROWS[2], ROWS[4]):
+    for kind, stage in (("prob", "teacher"), ("prob", last), ("hard", last)):
         path = workdir / "outputs" / runs[kind]["run_id"] / stage / "clouds" / f"{scan}.ply"
-        if kind == "hard" and stage == "teacher":
-            continue
         if not path.exists():
             return None
         points, _ = ply.read_points(path)
@@ -78,6 +78,7 @@ def figure(workdir: Path, runs: dict, sets: list[str]) -> Path | None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--rounds", type=int, default=2, choices=(1, 2), help="student rounds (kdmvs.rounds)")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "fieldkd-bench-kdmvs"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an override for every run (repeatable)")
@@ -95,14 +96,18 @@ def main() -> None:
 
     per_seed = {}
     for seed in seeds:
-        base = ["method=kdmvs", "kdmvs.rounds=2", f"seed={seed}", *args.set]
+        base = ["method=kdmvs", f"kdmvs.rounds={args.rounds}", f"seed={seed}", *args.set]
         prob = resumable_run(workdir, f"prob_s{seed}", base)
         teacher = workdir / "outputs" / prob["run_id"] / "teacher" / "last.pt"
         hard = resumable_run(workdir, f"hard_s{seed}", [*base, "kdmvs.labels.kind=hard", f"kdmvs.teacher={teacher}"])
         per_seed[seed] = {"prob": prob, "hard": hard}
 
-    rows, payload = [], {"command": command_line(), "seeds": seeds, "overrides": args.set, "rows": {}}
+    students = [f"student_{r}" for r in range(1, args.rounds + 1)]
+    rows, payload = [], {"command": command_line(), "seeds": seeds, "rounds": args.rounds, "overrides": args.set,
+                         "rows": {}}
     for label, kind, stage in ROWS:
+        if stage != "teacher" and stage not in students:
+            continue
         found = [stage_metrics(per_seed[s][kind], stage) for s in seeds]
         labels = [per_seed[s][kind]["metrics"].get(f"labels_{stage[-1]}/coverage") if stage != "teacher" else None
                   for s in seeds]
@@ -117,7 +122,7 @@ def main() -> None:
             student = stage_metrics(per_seed[s][kind], "student_1")
             for key in ("mvs/overall", "mvs/completeness"):
                 row[f"{kind} student_1 - teacher, {key}"] = student[key] - teacher[key]
-        for stage in ("student_1", "student_2"):
+        for stage in students:
             hard, prob = stage_metrics(per_seed[s]["hard"], stage), stage_metrics(per_seed[s]["prob"], stage)
             row[f"hard - prob, {stage}, mvs/overall"] = hard["mvs/overall"] - prob["mvs/overall"]
         deltas[s] = row
@@ -128,14 +133,15 @@ def main() -> None:
     payload["wall_seconds"] = seconds
     table = markdown_table(["model", "acc (mm)", "comp (mm)", "overall (mm)", "depth abs err (mm)",
                             "within 2 mm", "label coverage"], rows)
-    picture = figure(workdir, per_seed[seeds[0]], args.set)
+    picture = figure(workdir, per_seed[seeds[0]], args.set, students[-1])
     text = (f"KD-MVS on the generated DTU test scans; seeds {args.seeds}; overrides: "
             f"{' '.join(args.set) or 'none'}. Mean ± std over seeds.\n\n{table}\n\n"
             f"Per seed, differences in mm (negative: the first is better; the paper claims student_1 below its "
             f"teacher and prob. below hard):\n\n{delta_table}\n\n"
             f"Runs: {len(seconds)}, {sum(seconds) / 60:.1f} min in all. Command: `{command_line()}`\n")
     if picture is not None:
-        text += f"\n![fused clouds coloured by error, 0-{ERROR_VMAX_MM:g} mm: teacher, student 2 prob., student 2 hard, " \
+        text += f"\n![fused clouds coloured by error, 0-{ERROR_VMAX_MM:g} mm: teacher, {students[-1]} prob., " \
+                f"{students[-1]} hard, " \
                 f"ground truth]({picture.name})\n"
     write_results("kdmvs", payload, text)
 
