@@ -28,6 +28,7 @@ COLUMNS = ("ox", "oy", "oz", "dx", "dy", "dz", "z_scale", "r", "g", "b")
 SCHEMA = pa.schema([(name, pa.float32()) for name in COLUMNS])
 ROW_GROUP_ROWS = 16384  # a few hundred KiB per group: small enough to stream, large enough to scan fast
 DONE = "_COMPLETE"
+LOCAL_SHUFFLE_ROWS = 8192  # rows a worker mixes as it reads (on top of the shuffle when written)
 
 
 def split_rows(split: SceneSplit) -> np.ndarray:
@@ -67,8 +68,6 @@ def batch_to_rays(batch: dict[str, torch.Tensor], device: torch.device) -> tuple
     colors = torch.stack([col["r"], col["g"], col["b"]], dim=-1)
     return Rays(origins, directions, col["z_scale"]), colors
 
-
-LOCAL_SHUFFLE_ROWS = 8192
 
 
 def stream(directory: str | Path):
