@@ -256,9 +256,11 @@ def fit_stage(request: StageRequest, place: Place | None = None) -> StageOutcome
         trained = TrainedField(parts.field, parts.renderer, result, parts.backend, request.checkpoint_dir, device)
         metrics = {}
         if request.evaluate:
+            started = time.perf_counter()
             with activity(request.stage, "evaluating", enabled=bool(cfg["trainer"].get("progress", True))):
                 metrics = evaluate_stage(ctx, request, kind, parts, trained)
-            run.log_metrics(metrics, result.steps)
+            # what scoring cost beside training (train/seconds), on the run only: not a score
+            run.log_metrics({**metrics, "eval/seconds": time.perf_counter() - started}, result.steps)
             keep_checkpoint(ctx, run, request.checkpoint_dir / "last.pt")
         if request.report and metrics:
             report(metrics, result.steps)
