@@ -59,6 +59,8 @@ def test_run_baseline_and_find_it_in_mlflow(tiny_blender, tmp_path):
     assert "fieldkd.lpips" in run.data.tags  # lpips weights are not installed here: the reason is recorded
     assert abs(run.data.metrics["test/psnr"] - summary["metrics"]["test/psnr"]) < 1e-9
     assert "mesh/chamfer" in run.data.metrics
+    assert 0 < run.data.metrics["eval/seconds"] < summary["seconds"]  # what scoring took, beside training
+    assert "eval/seconds" not in summary["metrics"]  # a cost, not a score
     assert run.data.metrics["system/system_memory_usage_megabytes"] > 0  # sampled while the run lasted
     assert "system/cpu_utilization_percentage" in run.data.metrics
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
