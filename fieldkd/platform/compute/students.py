@@ -17,6 +17,7 @@ from ..atomic import write_text
 from ..stage_request import Place, StageOutcome, StageRequest
 from . import interrupts
 
+
 def fit_distributed(request: StageRequest, body) -> StageOutcome:
     """Train the request's model on ``compute.workers`` Ray Train workers, then evaluate it: every
     worker runs ``body(request, place)`` (the stage body, :func:`..stages.fit_stage`) at its place."""
