@@ -77,9 +77,12 @@ def browser(tmp_path):
 
 
 # Charts and images render only once they are scrolled into view: each poll scrolls every scrollable
-# element a little further and keeps what the page has shown so far (its text, its loaded images).
+# element a little further and keeps what the page has shown so far (its text, its loaded images, the
+# most charts drawn at once: the page unmounts charts scrolled out of view, so a later count can be 0).
 SEEN = """(() => {
   document.querySelectorAll('*').forEach(e => { if (e.scrollHeight > e.clientHeight + 5) e.scrollTop += 500; });
+  window.__charts = Math.max(window.__charts || 0,
+                             document.querySelectorAll('.js-plotly-plot, svg.main-svg').length);
   window.__text = (window.__text || '') + '\\n' + document.body.innerText + '\\n' + document.body.textContent;
   window.__images = window.__images || [];
   for (const i of document.images) {
@@ -94,12 +97,17 @@ def shown(browser: Browser, url: str, *texts: str, timeout_s: float = 120.0) -> 
     """Open ``url`` and wait until the page has shown every one of ``texts``; all the text it showed."""
     browser.open(url)
     browser.wait_for("document.readyState === 'complete'", 30)
-    browser.evaluate("window.__text = ''; window.__images = []")
+    browser.evaluate("window.__text = ''; window.__images = []; window.__charts = 0")
     wanted = " && ".join(f"window.__text.includes({json.dumps(t)})" for t in texts)
     found = browser.wait_for(f"{SEEN} && ({wanted})", timeout_s)
     seen = browser.evaluate("window.__text") or ""
     assert found, f"{url} never showed {texts}; it shows:\n{browser.text()[:3000]}"
     return seen
+
+
+def drawn_charts(browser: Browser) -> int:
+    """The most charts the page has drawn at once so far (scrolling on until one is there)."""
+    return browser.wait_for(f"{SEEN} && window.__charts", 60) or 0
 
 
 def loaded_images(browser: Browser) -> list[str]:
@@ -143,7 +151,7 @@ def test_a_run_page_shows_its_charts_and_image_grid(recorded, browser, tmp_path)
     # Charts come in sections by prefix ("test": psnr, ssim and the image grid "test/view_000")
     text = shown(browser, url, base.info.run_name, "(test/psnr)", "test/view_000")
     assert re.search(r"\nval\n\(\d+\)\n", text) and re.search(r"\ntrain\n\(\d+\)\n", text)
-    charts = browser.evaluate("document.querySelectorAll('.js-plotly-plot, svg.main-svg').length")
+    charts = drawn_charts(browser)
     images = loaded_images(browser)
     browser.screenshot(tmp_path / "baseline_charts.png")
     assert charts > 0
