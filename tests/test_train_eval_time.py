@@ -3,6 +3,7 @@ against step and time, at least every ``trainer.eval_every_seconds``."""
 
 import time
 
+import pytest
 import torch
 
 from fieldkd.platform.train.loop import Trainer, TrainerConfig
@@ -67,8 +68,21 @@ def test_eval_every_zero_still_means_only_at_the_end():
     assert val == [] and task.evaluated_at == []
 
 
-def test_a_slow_evaluation_takes_at_most_a_fifth_of_the_time():
+def test_a_slow_evaluation_is_spaced_out_to_a_quarter_of_the_training_time():
     # each evaluation takes 0.25 s; asked for every 0.05 s, they come every 4 x 0.25 s of training instead
     result, task, val = run(eval_every=10_000, eval_every_seconds=0.05, max_seconds=2.6, eval_s=0.25)
     assert 1 <= len(val) <= 3
     assert len(val) * 0.25 <= 0.3 * result.seconds
+
+
+def test_validation_pauses_the_stage_clock():
+    # The same 2.6 s budget buys the same steps with or without slow evaluations along the way;
+    # the evaluations lengthen the wall time instead.
+    plain, _, _ = run(eval_every=10_000, eval_every_seconds=0.0, max_seconds=2.6)
+    started = time.perf_counter()
+    curves, _, val = run(eval_every=10_000, eval_every_seconds=0.05, max_seconds=2.6, eval_s=0.25)
+    wall = time.perf_counter() - started
+    assert len(val) >= 2
+    assert curves.steps >= 0.93 * plain.steps  # counting the evaluations would cost 2 x 0.25 / 2.6 = 19 %
+    assert curves.seconds == pytest.approx(2.6, abs=0.1)
+    assert wall >= 2.6 + 0.25 * len(val) - 0.05

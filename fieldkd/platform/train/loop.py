@@ -153,14 +153,16 @@ class Trainer:
         amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
-        started = time.perf_counter()
-        elapsed = lambda: self.clock(elapsed_before + time.perf_counter() - started)  # noqa: E731
+        # The stage's clock counts training only: periodic validation pauses it, so that a time
+        # budget buys the same steps whether or not curves are drawn along the way.
+        started, paused = time.perf_counter(), 0.0
+        local_elapsed = lambda: elapsed_before + time.perf_counter() - started - paused  # noqa: E731 (no collective)
+        elapsed = lambda: self.clock(local_elapsed())  # noqa: E731
         window_samples, window_start = 0, time.perf_counter()
         last_eval: dict = {}
         last_eval_at, eval_cost = elapsed(), 0.0
         stopped_by = "steps"
         reporter = Progress(self.description, cfg.steps, cfg.max_seconds, enabled=cfg.progress and self.show_progress)
-        local_elapsed = lambda: elapsed_before + time.perf_counter() - started  # noqa: E731 (no collective)
         on_progress = getattr(task, "on_progress", None)  # tasks whose schedule follows the budget
         sync_gradients = getattr(task, "sync_gradients", None)
         nonfinite_run = nonfinite_total = 0
@@ -221,11 +223,13 @@ class Trainer:
                 reporter.update(step, local_elapsed(), metrics)
                 window_samples, window_start = 0, time.perf_counter()
             if step < cfg.steps and _due(step, lambda: elapsed() - last_eval_at, eval_cost, cfg):
-                eval_started = elapsed()
+                eval_started = time.perf_counter()
                 with reporter.during("validating"):
                     last_eval = task.evaluate(step)
+                eval_cost = time.perf_counter() - eval_started
+                paused += eval_cost
+                window_start += eval_cost  # samples/s of training alone
                 last_eval_at = elapsed()
-                eval_cost = last_eval_at - eval_started
                 self.log({**last_eval, "train/seconds": last_eval_at}, step)
             if self.checkpoints and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 self._save(task, optimizer, step, elapsed())
@@ -248,8 +252,9 @@ class Trainer:
 
 def _due(step: int, since_eval_s: Callable[[], float], eval_cost_s: float, cfg: TrainerConfig) -> bool:
     """Evaluate every ``eval_every`` steps (0: never during training) and, so that a run cut short
-    by its time budget has a curve against time too, whenever ``eval_every_seconds`` have passed,
-    but at most a fifth of the time (a slow evaluation spaces out the next ones)."""
+    by its time budget has a curve against time too, whenever ``eval_every_seconds`` of training
+    have passed, but at most one evaluation per 4 of its durations (a slow evaluation spaces out
+    the next ones, so that a run's wall time grows by a quarter at most)."""
     if not cfg.eval_every:
         return False
     if step % cfg.eval_every == 0:
