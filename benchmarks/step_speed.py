@@ -1,16 +1,21 @@
-"""Hash-field training steps: where a step's time goes, and what the opt-in speed-ups buy.
+"""Hash-field training steps: where a step's time goes, and what each speed-up buys.
 
-    python benchmarks/step_speed.py [--warmup 80] [--rounds 4] [--block 16] [--threads 1] [overrides...]
+    python benchmarks/step_speed.py [--warmup 80] [--rounds 4] [--block 16] [--quality-steps 1000]
+                                    [--threads 1] [--variants before,defaults,packed,sparse_adam] [overrides...]
     python benchmarks/step_speed.py --profile [--warmup 80] [--steps 32] [overrides...]
 
 Builds the default config's scene, hash field (torch backend), renderer and
 photometric task in this process, as a plain training stage does, and steps it
 by hand: render and loss, backward, optimizer step, occupancy refresh.
 
-Speed mode trains four copies from the same seed, {adamw, sparse_adam} x
-{padded, packed}, each warmed up past the occupancy grid's warm-up, then times
-them in interleaved blocks of steps (so that a shared machine's changing load
-hits all alike) and reports steps/s and samples/s relative to adamw + padded.
+Speed mode trains one copy per variant (VARIANTS: config overrides on top of the
+defaults; "before" is the step as it was before the fused optimizer and the
+capped occupancy refresh) from the same seed, each warmed up past the occupancy
+grid's warm-up, then times them in interleaved blocks of steps (so that a shared
+machine's changing load hits all alike) and reports steps/s and samples/s
+relative to the first variant. Then every variant trains on to
+``--quality-steps`` and is scored on the test views: the same quality per step
+is part of the claim.
 
 Profile mode times the phases of the default step and, separately, the field
 alone (forward and backward on the very points and directions that step sent
@@ -35,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, command_line, markdown_table, write_results  # noqa: E402
 
 from fieldkd.platform.config import compose_config  # noqa: E402
+from fieldkd.platform.evaluate.views import evaluate_views  # noqa: E402
 from fieldkd.platform.fields import build_field  # noqa: E402
 from fieldkd.platform.render import RenderConfig, Renderer  # noqa: E402
 from fieldkd.platform.scenes import default_scene_dir, load_scene  # noqa: E402
@@ -63,26 +69,34 @@ def scene_of(cfg: dict):
     return load_scene(scene_cfg["format"], path, background=tuple(scene_cfg["background"]))
 
 
-def build(cfg: dict, scene, optimizer: str, packed: bool):
+VARIANTS = {
+    "before": ["trainer.fused=false", "render.occupancy_refresh_share=null"],
+    "defaults": [],
+    "full_refresh": ["render.occupancy_refresh_share=null"],
+    "packed": ["render.packed=true"],
+    "sparse_adam": ["trainer.optimizer=sparse_adam"],
+}
+
+
+def build(cfg: dict, scene):
     seed_everything(cfg["seed"])
     options = {k: v for k, v in cfg["field"].items() if k != "name"}
     options["backend"] = "torch"
     field = build_field(cfg["field"]["name"], scene.aabb, **options)
-    renderer = Renderer(scene.aabb, scene.near, scene.far, scene.background,
-                        RenderConfig(**{**cfg["render"], "packed": packed}))
+    renderer = Renderer(scene.aabb, scene.near, scene.far, scene.background, RenderConfig(**cfg["render"]))
     wrapped = Recording(field)
     task = PhotometricTask(field, renderer, scene.split("train"), int(cfg["trainer"]["batch_rays"]),
                            torch.device("cpu"), forward=wrapped)
-    trainer_cfg = TrainerConfig.from_dict({**cfg["trainer"], "optimizer": optimizer})
+    trainer_cfg = TrainerConfig.from_dict(cfg["trainer"])
     return task, make_optimizer(task.param_groups(trainer_cfg.lr), trainer_cfg), wrapped
 
 
 class Run:
     """One training being stepped by hand, with the time of each phase of its last step."""
 
-    def __init__(self, cfg, scene, optimizer: str, packed: bool):
-        self.name = f"{optimizer} + {'packed' if packed else 'padded'}"
-        self.task, self.optimizer, self.recorder = build(cfg, scene, optimizer, packed)
+    def __init__(self, name: str, cfg: dict, scene):
+        self.name = name
+        self.task, self.optimizer, self.recorder = build(cfg, scene)
         self.step_index = 0
         self.touched = []  # with count_touched: the share of hash-table rows each step's gradient touched
         self.count_touched = False
@@ -124,10 +138,14 @@ def load_average() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def speed(cfg, args) -> None:
-    variants = [(o, p) for p in (False, True) for o in ("adamw", "sparse_adam")]
-    scene = scene_of(cfg)
-    runs = [Run(cfg, scene, o, p) for o, p in variants]
+def speed(overrides: list[str], args) -> None:
+    names = args.variants.split(",")
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
+    configs = {n: compose_config(["method=baseline", *overrides, *VARIANTS[n]]) for n in names}
+    scene = scene_of(configs[names[0]])
+    runs = [Run(n, configs[n], scene) for n in names]
     for run in runs:
         for _ in range(args.warmup):
             run.step()
@@ -142,26 +160,39 @@ def speed(cfg, args) -> None:
                 seconds[run.name] += sum(phases.values())
                 samples[run.name] += n
                 steps[run.name] += 1
+    load_after = load_average()
+    test = scene.split("test")
+    views = list(range(min(len(test), args.eval_views)))
+    quality = {}
+    for run in runs:
+        while run.step_index < args.quality_steps:
+            run.step()
+        scores = evaluate_views(run.task.renderer, run.task.field, test, views=views)
+        quality[run.name] = scores.metrics["test/psnr"]
     base = runs[0].name
     rows, payload = [], {"command": command_line(), "load_average_before": load_before,
-                         "load_average_after": load_average(), "threads": torch.get_num_threads(), "variants": {}}
+                         "load_average_after": load_after, "threads": torch.get_num_threads(),
+                         "quality_steps": args.quality_steps, "eval_views": len(views), "variants": {}}
     for run in runs:
         sps, samps = steps[run.name] / seconds[run.name], samples[run.name] / seconds[run.name]
-        payload["variants"][run.name] = {"steps_per_s": sps, "samples_per_s": samps, "steps": steps[run.name]}
-        rows.append([run.name, sps / (steps[base] / seconds[base]), samps / (samples[base] / seconds[base]),
-                     samples[run.name] / steps[run.name]])
-    table = markdown_table(["variant", "steps/s (x adamw+padded)", "samples/s (x adamw+padded)",
-                            "field samples/step"], rows)
-    text = (f"# Hash training step: sparse Adam and packed samples\n\n`{command_line()}`\n\n"
-            f"Shared, loaded machine (load average {load_before} before, {payload['load_average_after']} "
-            f"after, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s)): ratios, not absolute "
-            f"times. {args.warmup} warm-up steps each, then {args.rounds} interleaved rounds of {args.block} "
-            f"steps per variant.\n\n{table}")
+        payload["variants"][run.name] = {"overrides": VARIANTS[run.name], "steps_per_s": sps, "samples_per_s": samps,
+                                         "steps": steps[run.name], "test_psnr": quality[run.name]}
+        rows.append([run.name, " ".join(VARIANTS[run.name]) or "(none)", sps / (steps[base] / seconds[base]),
+                     samps / (samples[base] / seconds[base]), f"{samps:.3g}", samples[run.name] / steps[run.name],
+                     f"{quality[run.name]:.2f}"])
+    table = markdown_table(["variant", "overrides", f"steps/s (x {base})", f"samples/s (x {base})", "samples/s",
+                            "field samples/step", f"test PSNR at step {args.quality_steps}"], rows)
+    text = (f"# Hash training step: what each speed-up buys, and the quality per step\n\n`{command_line()}`\n\n"
+            f"Load average {load_before} before the timed steps, {load_after} after ({os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch thread(s)); ratios are measured in one run. {args.warmup} warm-up "
+            f"steps each, then {args.rounds} interleaved rounds of {args.block} steps per variant; then each "
+            f"trains on to step {args.quality_steps} and is scored on the first {len(views)} test views.\n\n{table}")
     write_results(args.name, payload, text)
 
 
-def profile(cfg, args) -> None:
-    run = Run(cfg, scene_of(cfg), "adamw", False)
+def profile(overrides: list[str], args) -> None:
+    cfg = compose_config(["method=baseline", *overrides])
+    run = Run("defaults", cfg, scene_of(cfg))
     for _ in range(args.warmup):
         run.step()
     run.count_touched = True
@@ -219,13 +250,16 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=4, help="speed: interleaved rounds")
     parser.add_argument("--block", type=int, default=16, help="speed: steps per variant and round")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variants", default="before,defaults,packed,sparse_adam",
+                        help=f"speed: a comma-separated list of {sorted(VARIANTS)}; the first is the reference")
+    parser.add_argument("--quality-steps", type=int, default=1000, help="speed: steps before the test PSNR")
+    parser.add_argument("--eval-views", type=int, default=10, help="speed: test views scored")
     parser.add_argument("--name", default="step_speed", help="speed: results/NAME.md and .json")
     parser.add_argument("overrides", nargs="*", help="config overrides, as for fieldkd run")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = compose_config(["method=baseline", *args.overrides])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (profile if args.profile else speed)(cfg, args)
+    (profile if args.profile else speed)(args.overrides, args)
 
 
 if __name__ == "__main__":

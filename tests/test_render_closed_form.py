@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fieldkd.platform.render import OccupancyGrid, Renderer, RenderConfig, composite, ray_aabb_intersect, stratified
+from fieldkd.platform.render.renderer import MIN_REFRESH_CELLS
 from fieldkd.platform.render.packed import composite_packed
 from fieldkd.platform.scenes.cameras import look_at, rays_through_pixels
 
@@ -113,7 +114,8 @@ def test_occupancy_grid_skips_empty_space_without_changing_the_image(packed):
                                                                   packed=packed))
     skip = Renderer(aabb, 0.1, 10.0, torch.ones(3), RenderConfig(samples_per_ray=256, occupancy=True,
                                                                  occupancy_resolution=32,
-                                                                 occupancy_warmup_steps=0, packed=packed))
+                                                                 occupancy_warmup_steps=0, packed=packed,
+                                                                 occupancy_refresh_share=None))
     torch.manual_seed(0)  # the grid update samples cells at random
     skip.grid.density_ema.zero_()
     for step in range(4):
@@ -132,3 +134,57 @@ def test_occupancy_grid_culls_nothing_during_warmup():
     grid.update(ball, step=10)
     assert 0.0 < grid.occupancy_fraction < 0.5
     assert grid.query(torch.zeros(1, 3)).item() and not grid.query(torch.tensor([[0.9, 0.9, 0.9]])).item()
+
+
+class CountingBall(SolidSphere):
+    """The ball, counting the points its density is asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked = 0
+
+    def density(self, x):
+        self.asked += x.shape[0]
+        return super().density(x)
+
+
+def test_an_occupancy_refresh_after_warmup_costs_a_share_of_the_training_samples():
+    aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
+    renderer = Renderer(aabb, 0.1, 10.0, torch.ones(3), RenderConfig(
+        occupancy_resolution=32, occupancy_warmup_steps=16, occupancy_refresh_share=0.25))
+    ball = CountingBall()
+    renderer.update_occupancy(ball, 0)  # warm-up: every cell, whatever was trained
+    assert ball.asked == 32 ** 3
+    renderer.samples_since_refresh = 40_000
+    ball.asked = 0
+    renderer.update_occupancy(ball, 16)
+    assert ball.asked == 10_000 and renderer.samples_since_refresh == 0
+    ball.asked = 0
+    renderer.update_occupancy(ball, 32)  # nothing trained since: a floor of cells still explores
+    assert ball.asked == MIN_REFRESH_CELLS
+    uncapped = Renderer(aabb, 0.1, 10.0, torch.ones(3), RenderConfig(
+        occupancy_resolution=32, occupancy_warmup_steps=0, occupancy_refresh_share=None))
+    ball.asked = 0
+    uncapped.update_occupancy(ball, 0)
+    assert ball.asked == 32 ** 3  # every cell is occupied before the first look: all are candidates
+
+
+def test_a_cell_is_culled_only_after_a_refresh_looked_at_it():
+    grid = OccupancyGrid(torch.tensor([[-1.0] * 3, [1.0] * 3]), resolution=8, warmup_steps=0)
+    nothing = lambda x: torch.zeros(x.shape[0])  # noqa: E731
+    grid.update(nothing, step=0, max_cells=100)
+    assert grid.looked.sum() == 100
+    assert grid.occupied.sum() == 8 ** 3 - 100  # the 412 cells not looked at stay occupied
+
+
+def test_training_renders_count_their_field_samples_for_the_next_refresh():
+    aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
+    renderer = Renderer(aabb, 0.1, 10.0, torch.ones(3), RenderConfig(samples_per_ray=32))
+    c2w = look_at(torch.tensor([0.0, -3.0, 1.0]), torch.zeros(3))[None]
+    n = 16
+    rays = rays_through_pixels(c2w.expand(n, 4, 4), torch.full((n,), 40.0), torch.full((n,), 40.0),
+                               torch.full((n,), 16.0), torch.full((n,), 16.0),
+                               torch.arange(n).float(), torch.arange(n).float())
+    out = renderer.render_rays(SolidSphere(), rays, train=True)
+    renderer.render_rays(SolidSphere(), rays, train=False)  # a test render does not count
+    assert out["n_samples"] > 0 and renderer.samples_since_refresh == out["n_samples"]

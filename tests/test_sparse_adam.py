@@ -132,3 +132,21 @@ def test_short_training_matches_dense_adam(one_torch_thread, tiny_blender):
     print(f"PSNR initial {initial:.2f}, adamw {dense:.2f}, sparse_adam {lazy:.2f}")
     assert dense > initial + 5 and lazy > initial + 5  # both learned
     assert abs(lazy - dense) < 0.5
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw"])
+def test_the_fused_kernel_makes_the_same_update_as_the_foreach_path(kind):
+    finals = {}
+    for fused in (True, False):
+        table, weight = params()
+        opt = make_optimizer([{"name": "grid", "params": [table]}, {"name": "network", "params": [weight]}],
+                             TrainerConfig(optimizer=kind, lr=LR, weight_decay=0.01, fused=fused))
+        assert bool(opt.defaults.get("fused")) == fused
+        for seed in range(20):
+            table.grad, weight.grad = grads(range(40), seed)
+            opt.step()
+        finals[fused] = (table.detach(), weight.detach())
+    moved = (finals[True][0] - params()[0]).abs().max()
+    assert moved > 0.05  # 20 steps of lr 1e-2 moved the table
+    for a, b in zip(finals[True], finals[False]):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -27,6 +27,8 @@ class OccupancyGrid(nn.Module):
         # Every cell counts as occupied until the first update has looked at it.
         self.register_buffer("density_ema", torch.zeros((r, r, r)))
         self.register_buffer("occupied", torch.ones((r, r, r), dtype=torch.bool))
+        # A cell is culled only once an update has looked at it (a refresh may visit a subset).
+        self.register_buffer("looked", torch.zeros((r, r, r), dtype=torch.bool))
         idx = torch.stack(torch.meshgrid(*[torch.arange(r)] * 3, indexing="ij"), -1).reshape(-1, 3)
         self.register_buffer("cell_index", idx, persistent=False)
 
@@ -49,7 +51,9 @@ class OccupancyGrid(nn.Module):
 
         During warm-up every cell is evaluated and none is culled yet; after
         it only a random quarter of the cells plus every occupied cell is
-        re-evaluated, which keeps the cost of an update bounded.
+        re-evaluated, of which at most ``max_cells`` (a random subset), which
+        keeps the cost of an update bounded. Warm-up ignores ``max_cells``:
+        nothing is culled before every cell was looked at.
         """
         r = self.resolution
         n_cells = r ** 3
@@ -59,7 +63,7 @@ class OccupancyGrid(nn.Module):
             random = torch.randint(0, n_cells, (n_cells // 4,), device=self.occupied.device)
             busy = self.occupied.reshape(-1).nonzero().squeeze(-1)
             cells = torch.cat([random, busy]).unique()
-        if max_cells is not None and cells.numel() > max_cells:
+        if step >= self.warmup_steps and max_cells is not None and cells.numel() > max_cells:
             cells = cells[torch.randperm(cells.numel(), device=cells.device)[:max_cells]]
         ijk = self.cell_index[cells].float()
         unit = (ijk + torch.rand_like(ijk)) / r
@@ -67,9 +71,15 @@ class OccupancyGrid(nn.Module):
         density = torch.cat([density_fn(chunk) for chunk in points.split(65536)])
         ema = self.density_ema.reshape(-1)
         ema[cells] = torch.maximum(ema[cells] * self.decay, density.float())
+        self.looked.view(-1)[cells] = True
         if step >= self.warmup_steps:
             # Nothing is culled before the field has had time to learn where things are.
-            self.occupied.copy_(self.density_ema > min(self.threshold, ema.mean().item()))
+            self.occupied.copy_((self.density_ema > min(self.threshold, ema.mean().item())) | ~self.looked)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Grids saved before ``looked`` existed had looked at every cell during their warm-up.
+        state_dict.setdefault(prefix + "looked", torch.ones_like(self.looked))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def occupancy_fraction(self) -> float:

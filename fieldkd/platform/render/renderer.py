@@ -30,6 +30,10 @@ class RenderConfig:
     occupancy_threshold: float = 0.01
     occupancy_update_every: int = 16
     occupancy_warmup_steps: int = 64
+    # After the warm-up a refresh asks the field at most this many points per training sample
+    # since the last one (None: every candidate cell, as nerfacc does). A refresh then costs a
+    # fraction of the steps between refreshes, whatever the grid's resolution.
+    occupancy_refresh_share: float | None = 0.25
     packed: bool = False  # composite the live samples as a flat list (see render/packed.py)
 
 
@@ -45,6 +49,7 @@ class Renderer:
                           warmup_steps=self.cfg.occupancy_warmup_steps)
             if self.cfg.occupancy else None
         )
+        self.samples_since_refresh = 0  # field samples of training renders since the last refresh
         diagonal = (self.aabb[1] - self.aabb[0]).norm().item()
         # Step length of a ray crossing the box's diagonal with samples_per_ray samples.
         self.step_size = diagonal / self.cfg.samples_per_ray
@@ -81,6 +86,8 @@ class Renderer:
         else:
             out, output, extras = self._composite_dense(field, rays, points, live, t_starts, t_ends)
         out["depth"] = out["depth"] * rays.z_scale
+        if train:
+            self.samples_since_refresh += out["n_samples"]
         clash = set(extras) & set(out)
         if clash:
             raise ValueError(f"field extras {sorted(clash)} clash with the renderer's own outputs")
@@ -150,15 +157,23 @@ class Renderer:
         """Refresh the grid; it stores sigma * step, roughly one step's opacity."""
         if self.grid is None or step % self.cfg.occupancy_update_every:
             return
-        self.grid.update(lambda x: field.density(x) * self.step_size, step)
+        share, seen = self.cfg.occupancy_refresh_share, self.samples_since_refresh
+        limit = None if share is None else max(MIN_REFRESH_CELLS, int(share * seen))
+        self.grid.update(lambda x: field.density(x) * self.step_size, step, max_cells=limit)
+        self.samples_since_refresh = 0
 
     def state_dict(self) -> dict:
-        return {"grid": self.grid.state_dict()} if self.grid is not None else {}
+        if self.grid is None:
+            return {}
+        return {"grid": self.grid.state_dict(), "samples_since_refresh": self.samples_since_refresh}
 
     def load_state_dict(self, state: dict) -> None:
         if self.grid is not None and "grid" in state:
             self.grid.load_state_dict(state["grid"])
+            self.samples_since_refresh = int(state.get("samples_since_refresh", 0))
 
+
+MIN_REFRESH_CELLS = 4096  # a refresh after a few (or no) training samples still explores the grid
 
 # Extras whose losses must not move the geometry: they are composited with detached weights.
 # The uncertainty loss's log term falls with the rendered beta; through the weights it makes
