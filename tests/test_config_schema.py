@@ -59,6 +59,7 @@ CODE_LISTS = {  # written out in conf/types.yaml so that checking a config does 
     "dac.partition": ("fieldkd.platform.scenes.partition", "METHODS"),
     "dac.graph": ("fieldkd.platform.scenes.partition", "GRAPHS"),
     "field.name": ("fieldkd.platform.fields.registry", "FIELDS"),
+    "render.sampler": ("fieldkd.platform.render.renderer", "SAMPLERS"),
 }
 
 

@@ -114,6 +114,25 @@ def start_from(checkpoint: str, field: torch.nn.Module, renderer: Renderer) -> N
     renderer.load_state_dict(task["renderer"])
 
 
+def sync_proposal(task, proposal: torch.nn.Module) -> None:
+    """Data-parallel workers: the proposal networks (render.sampler=proposal) run outside the field's
+    DDP wrapper, so they start from rank 0's weights and their gradients are averaged by hand."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for p in proposal.parameters():
+            dist.broadcast(p.data, src=0)
+    params = list(proposal.parameters())
+    before = getattr(task, "sync_gradients", None)
+
+    def sync() -> None:
+        if before is not None:
+            before()
+        average_gradients(params)
+
+    task.sync_gradients = sync
+
+
 def pick_backend(field_cfg: dict) -> str:
     return pick_hash_backend(field_cfg["backend"]) if "backend" in field_cfg else "torch"
 
@@ -144,6 +163,8 @@ def train_stage(ctx: RunContext, request: StageRequest, kind, parts, place: Plac
     if world > 1 and kind.gradient_sync == "all_reduce":
         trainable = [p for p in parts.field.parameters() if p.requires_grad]
         task.sync_gradients = lambda: average_gradients(trainable)
+    if world > 1 and getattr(getattr(parts, "renderer", None), "proposal", None) is not None:
+        sync_proposal(task, parts.renderer.proposal)
     if world > 1 and kind.shares_grid and parts.renderer.grid is not None:
         share_grid_after_refresh(task, parts.renderer.grid, int(cfg["render"]["occupancy_update_every"]))
     clock, any_rank = (agreed_seconds, any_worker(device)) if world > 1 else (None, None)

@@ -17,6 +17,12 @@ terms the stage schedule switches on. Terms are registered by name in
   ``sample(n) -> (rays, colours)``), weighted ``real_weight``;
 - the student's own regularisers.
 
+A student rendered with proposal networks (``render.sampler=proposal``) has them
+sample each batch's rays too: the ``interlevel`` term then supervises their
+histograms with the teacher's weights (DaC); in steps without that term they
+learn the student's own composited weights, as in photometric training
+(``distill/proposal``).
+
 Logged: ``distill/<term>`` for every term in use, ``distill/stage`` (1-based),
 ``distill/psnr_to_teacher`` (also as ``train/psnr``: the student's batch render
 against the teacher's), ``train/psnr_gt`` and ``train/psnr_real`` where there
@@ -49,7 +55,8 @@ from .teacher import Teacher
 from .terms import TermContext, check_reads, get_term
 
 # The keys of the student's predictions and of the targets that training_step gives each term.
-PREDICTIONS = ("feature", "raw_density", "density", "rgb", "render_rgb", "render_depth", "render_weights")
+PREDICTIONS = ("feature", "raw_density", "density", "rgb", "render_rgb", "render_depth", "render_weights",
+               "proposal_levels")
 TARGETS = ("feature", "raw_density", "density", "rgb", "render_rgb", "render_depth", "render_opacity", "gt_rgb",
            "t_starts", "t_ends", "live", "keep", "ray_keep")
 
@@ -110,7 +117,7 @@ class DistillationTask:
         check_reads({t for s in schedule.stages for t in s.terms}, PREDICTIONS, TARGETS)
 
     def param_groups(self, lr: float) -> list[dict]:
-        return self.student.param_groups(lr)
+        return self.student.param_groups(lr) + self.renderer.param_groups(lr)
 
     def on_progress(self, fraction: float) -> None:
         """Called by the trainer before each step: how far the run is through its step or time budget."""
@@ -148,11 +155,14 @@ class DistillationTask:
             live[..., None].expand(*live.shape, 3), out.rgb.float())
         render = composite(densities, batch.t_starts, batch.t_ends, colours, self.renderer.background)
         render["depth"] = render["depth"] * batch.rays.z_scale
+        proposal = self.renderer.proposal
+        levels = (proposal.sample(batch.rays.origins, batch.rays.directions, batch.t_near, batch.t_far,
+                                  jitter=True).levels if proposal is not None else None)
 
         # What the registered terms read (terms.py); a term is computed when its weight is not 0.
         pred = {"feature": out.feature, "raw_density": out.raw_density, "density": out.density.float(),
                 "rgb": out.rgb, "render_rgb": render["rgb"], "render_depth": render["depth"],
-                "render_weights": render["weights"]}
+                "render_weights": render["weights"], "proposal_levels": levels}
         target = {"feature": t.feature, "raw_density": t.raw_density, "density": t.density, "rgb": t.rgb,
                   "render_rgb": batch.teacher_rgb, "render_depth": batch.teacher_depth,
                   "render_opacity": batch.teacher_opacity, "gt_rgb": batch.colours, "t_starts": batch.t_starts,
@@ -164,6 +174,10 @@ class DistillationTask:
                 if value is not None:
                     terms[name] = value
 
+        if levels is not None and "interlevel" not in terms:
+            edges = torch.cat([batch.t_starts, batch.t_ends[:, -1:]], dim=-1)
+            terms["proposal"] = proposal.loss(levels, edges, render["weights"])
+            weights = {**weights, "proposal": self.renderer.cfg.proposal_loss_weight}
         loss = anchor
         for term, value in terms.items():
             loss = loss + weights[term] * value
@@ -185,7 +199,7 @@ class DistillationTask:
             rays, target = self.real.sample(cfg.real_batch_rays or cfg.batch_rays)
             real = self.renderer.render_rays(self.forward, rays, train=True)
             mse = torch.mean((real["rgb"].float() - target) ** 2)
-            loss = loss + cfg.real_weight * mse
+            loss = loss + cfg.real_weight * mse + real.get("proposal_loss", 0.0)
             metrics["train/psnr_real"] = mse_to_psnr(mse.item())
             n_samples += real["n_samples"]
         return loss, metrics, n_samples

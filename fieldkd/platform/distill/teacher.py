@@ -118,7 +118,8 @@ def teacher_from_state(task_state: dict, field_cfg: dict, aabb=None, *, near: fl
     The scene box is read from the field's state (its ``aabb`` buffer); a
     given ``aabb`` must agree with it. ``near``/``far``/``background`` only
     matter for rendering whole rays; the defaults clip nothing and composite
-    on white. The occupancy grid's resolution is taken from the state.
+    on white. The occupancy grid's resolution is taken from the state, and so
+    are proposal networks (render.sampler=proposal) and their sizes.
     """
     field_state = task_state["field"]
     stored = field_state.get("aabb")
@@ -135,13 +136,21 @@ def teacher_from_state(task_state: dict, field_cfg: dict, aabb=None, *, near: fl
         cfg = render_cfg
     else:
         cfg = RenderConfig(**{k: v for k, v in (render_cfg or {}).items() if k in RenderConfig.__dataclass_fields__})
-    grid_state = (task_state.get("renderer") or {}).get("grid")
+    renderer_state = task_state.get("renderer") or {}
+    grid_state, proposal_state = renderer_state.get("grid"), renderer_state.get("proposal")
+    # The teacher samples as it was trained, whatever this run's render.sampler says.
+    if proposal_state is not None:
+        cfg = RenderConfig(**{**cfg.__dict__, "sampler": "proposal", **proposal_state["config"]})
+    elif cfg.sampler == "proposal":
+        cfg = RenderConfig(**{**cfg.__dict__, "sampler": "occupancy"})
     if grid_state is not None:
         cfg = RenderConfig(**{**cfg.__dict__, "occupancy": True,
                               "occupancy_resolution": int(grid_state["density_ema"].shape[0])})
     renderer = Renderer(box, near, far, torch.as_tensor(background, dtype=torch.float32), cfg)
     if grid_state is not None:
         renderer.load_state_dict({"grid": grid_state})
+    if proposal_state is not None:
+        renderer.load_state_dict({"proposal": proposal_state})
     return Teacher(field, renderer, source).to(device)
 
 

@@ -23,7 +23,8 @@ Built in, for a radiance-field student (:class:`~.task.DistillationTask`):
 ``depth``, ``interlevel``, ``gt_rgb`` (rays); for a multi-view stereo student
 whose predictions are ``{"prob_volume", "hypotheses"}`` (B, D, H, W) and
 targets ``{"mu", "sigma", "mask"}`` (B, H, W): ``gaussian_kl`` (KL of the
-label's Gaussian to the volume's, sigmas clamped at ``ctx.config.min_sigma``)
+volume's Gaussian to the label's, sigmas clamped at ``ctx.config.min_sigma``;
+``ctx.config.kl_direction`` may turn it round)
 and ``depth_ce`` (cross-entropy at the hypothesis nearest to mu).
 """
 
@@ -145,11 +146,18 @@ def _depth(pred, target, ctx):
 @register_term("interlevel", predictions=("render_weights",),
                targets=("density", "t_starts", "t_ends", "live", "ray_keep"))
 def _interlevel(pred, target, ctx):
+    """The teacher's weights bound the student's proposal histograms (``pred["proposal_levels"]``,
+    a list of (edges, weights) per level, where the student samples with proposal networks: DaC),
+    or else the student's own weights on the teacher's intervals."""
     live, keep = target["live"], target["ray_keep"]
     dense = target["density"].new_zeros(live.shape)  # the teacher's live densities, zero at dead samples
     dense[live] = target["density"]
     edges = interval_edges(target["t_starts"], target["t_ends"])[keep]
     teacher_w = composite(dense, target["t_starts"], target["t_ends"])["weights"][keep]
+    levels = pred.get("proposal_levels")
+    if levels:
+        return sum(interlevel_loss(level_edges[keep], level_w[keep], edges, teacher_w)
+                   for level_edges, level_w in levels)
     return interlevel_loss(edges, pred["render_weights"][keep], edges, teacher_w)
 
 
@@ -166,7 +174,8 @@ def _gt_rgb(pred, target, ctx):
 def _gaussian_kl(pred, target, ctx):
     mean, std = volume_moments(pred["prob_volume"], pred["hypotheses"])
     min_sigma = getattr(ctx.config, "min_sigma", MIN_SIGMA)
-    return gaussian_kl(target["mu"], target["sigma"], mean, std, min_sigma, target["mask"])
+    direction = getattr(ctx.config, "kl_direction", "student||label")
+    return gaussian_kl(target["mu"], target["sigma"], mean, std, min_sigma, target["mask"], direction)
 
 
 @register_term("depth_ce", predictions=("prob_volume", "hypotheses"), targets=("mu", "mask"))

@@ -6,11 +6,15 @@ keep zero density, so compositing stays exact while the field, the costly
 part, sees only occupied space. With ``packed`` the live samples stay a flat
 list with their ray indices and are composited by per-ray segment sums
 (render/packed.py); the result is the same, without the (rays, samples) arrays.
+
+With ``sampler="proposal"`` there is no grid: small proposal networks place the
+samples (render/proposal.py), and a training render also returns
+``proposal_loss``, which trains them; their parameters and state are the renderer's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 
 import torch
 
@@ -18,6 +22,7 @@ from ..scenes.cameras import Cameras, Rays
 from .composite import composite, composite_values
 from .occupancy import OccupancyGrid
 from .packed import composite_packed, composite_values_packed
+from .proposal import ProposalConfig, ProposalSampler, midpoints
 from .samplers import ray_bounds, stratified
 
 
@@ -35,6 +40,24 @@ class RenderConfig:
     # fraction of the steps between refreshes, whatever the grid's resolution.
     occupancy_refresh_share: float | None = 0.25
     packed: bool = False  # composite the live samples as a flat list (see render/packed.py)
+    sampler: str = "occupancy"  # one of SAMPLERS
+    # sampler=proposal (render/proposal.py): samples of each proposal level, then of the field
+    proposal_samples: list[int] = dataclass_field(default_factory=lambda: [64])
+    proposal_final_samples: int = 48
+    proposal_resolution: int = 128  # finest level of each proposal network's hash grid
+    proposal_log2_hashmap_size: int = 16
+    proposal_loss_weight: float = 1.0  # weight of the interlevel loss that trains the proposal networks
+
+    def proposal_config(self) -> ProposalConfig:
+        return ProposalConfig(tuple(int(n) for n in self.proposal_samples), int(self.proposal_final_samples),
+                              int(self.proposal_resolution), int(self.proposal_log2_hashmap_size))
+
+
+# occupancy: samples_per_ray steps across the box, empty space culled by the grid;
+# proposal: proposal networks place proposal_final_samples per ray (no grid).
+SAMPLERS = ("occupancy", "proposal")
+# The render.proposal_* keys a checkpoint records with the proposal networks' weights.
+PROPOSAL_SIZES = ("proposal_samples", "proposal_final_samples", "proposal_resolution", "proposal_log2_hashmap_size")
 
 
 class Renderer:
@@ -44,10 +67,14 @@ class Renderer:
         self.aabb = aabb.float()
         self.near, self.far = float(near), float(far)
         self.background = background.float()
+        if self.cfg.sampler not in SAMPLERS:
+            raise ValueError(f"render.sampler must be one of {', '.join(SAMPLERS)}, got {self.cfg.sampler!r}")
+        self.proposal = (ProposalSampler(self.aabb, self.cfg.proposal_config())
+                         if self.cfg.sampler == "proposal" else None)
         self.grid = (
             OccupancyGrid(aabb, self.cfg.occupancy_resolution, self.cfg.occupancy_threshold,
                           warmup_steps=self.cfg.occupancy_warmup_steps)
-            if self.cfg.occupancy else None
+            if self.cfg.occupancy and self.proposal is None else None
         )
         self.samples_since_refresh = 0  # field samples of training renders since the last refresh
         diagonal = (self.aabb[1] - self.aabb[0]).norm().item()
@@ -59,7 +86,13 @@ class Renderer:
         self.background = self.background.to(device)
         if self.grid is not None:
             self.grid.to(device)
+        if self.proposal is not None:
+            self.proposal.to(device)
         return self
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The renderer's own trainable parameters (the proposal networks'), one group; none otherwise."""
+        return self.proposal.param_groups(lr) if self.proposal is not None else []
 
     def render_rays(self, field, rays: Rays, train: bool = False, with_samples: bool = False):
         """rgb, depth (camera z), opacity, weights and the count of field samples.
@@ -75,7 +108,13 @@ class Renderer:
     def _render(self, field, rays: Rays, train: bool, with_samples: bool):
         """render_rays' result and the names of the composited extras."""
         t_near, t_far = ray_bounds(rays.origins, rays.directions, self.aabb, self.near, self.far)
-        t_starts, t_ends, t_points = stratified(t_near, t_far, self.cfg.samples_per_ray, jitter=train)
+        proposals = None
+        if self.proposal is not None:
+            proposals = self.proposal.sample(rays.origins, rays.directions, t_near, t_far, jitter=train)
+            t_starts, t_ends = proposals.edges[:, :-1], proposals.edges[:, 1:]
+            t_points = midpoints(proposals.edges)
+        else:
+            t_starts, t_ends, t_points = stratified(t_near, t_far, self.cfg.samples_per_ray, jitter=train)
         points = rays.origins[:, None, :] + rays.directions[:, None, :] * t_points[..., None]
         live = t_ends > t_starts
         if self.grid is not None:
@@ -92,6 +131,9 @@ class Renderer:
         if clash:
             raise ValueError(f"field extras {sorted(clash)} clash with the renderer's own outputs")
         out.update(extras)
+        if proposals is not None and train:
+            out["proposal_loss"] = self.cfg.proposal_loss_weight * self.proposal.loss(
+                proposals.levels, proposals.edges, out["weights"])
         if with_samples:
             out.update(points=points, live=live, field_output=output, t_starts=t_starts, t_ends=t_ends)
         return out, tuple(extras)
@@ -164,13 +206,24 @@ class Renderer:
 
     def state_dict(self) -> dict:
         if self.grid is None:
-            return {}
+            return self._proposal_state()
         return {"grid": self.grid.state_dict(), "samples_since_refresh": self.samples_since_refresh}
 
     def load_state_dict(self, state: dict) -> None:
         if self.grid is not None and "grid" in state:
             self.grid.load_state_dict(state["grid"])
             self.samples_since_refresh = int(state.get("samples_since_refresh", 0))
+        # A state without proposal networks (a field trained with the grid) leaves them fresh.
+        if self.proposal is not None and "proposal" in state:
+            self.proposal.load_state_dict(state["proposal"]["networks"])
+
+    def _proposal_state(self) -> dict:
+        """The networks' weights and the render.proposal_* sizes that rebuild them (plain values)."""
+        if self.proposal is None:
+            return {}
+        sizes = {k: getattr(self.cfg, k) for k in PROPOSAL_SIZES}
+        sizes["proposal_samples"] = [int(n) for n in sizes["proposal_samples"]]
+        return {"proposal": {"config": sizes, "networks": dict(self.proposal.state_dict())}}
 
 
 MIN_REFRESH_CELLS = 4096  # a refresh after a few (or no) training samples still explores the grid

@@ -85,7 +85,8 @@ class PhotometricTask:
         self._evaluate = evaluate
 
     def param_groups(self, lr: float) -> list[dict]:
-        return self.field.param_groups(lr)
+        # The renderer's own (the proposal networks of render.sampler=proposal) in a group of their own.
+        return self.field.param_groups(lr) + self.renderer.param_groups(lr)
 
     def real_batch(self) -> tuple[Rays, Targets]:
         if hasattr(self.pixels, "batch"):
@@ -98,6 +99,9 @@ class PhotometricTask:
         out = self.renderer.render_rays(self.forward, rays, train=True)
         loss, terms = supervised_loss(out, targets, self.supervision, depth_mode)
         metrics = {f"train/{name}": float(value.detach()) for name, value in terms.items() if name != "rgb"}
+        if "proposal_loss" in out:  # trains the proposal networks only: the field's weights are detached in it
+            loss = loss + out["proposal_loss"]
+            metrics["train/proposal_loss"] = float(out["proposal_loss"].detach())
         if "rgb" in terms:
             mse = float(terms["rgb"].detach()) if self.supervision.rgb == "mse" else float(
                 ((out["rgb"].detach().float() - targets.rgb) ** 2).mean())
