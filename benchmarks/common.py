@@ -61,10 +61,12 @@ def metric_history(run_id: str, key: str, tracking_uri: str) -> list[tuple[int, 
     return sorted((m.step, m.value) for m in history)
 
 
-def write_results(name: str, payload: dict, table: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(table + "\n")
+def write_results(name: str, payload: dict, table: str, out_dir: Path | None = None) -> None:
+    """``NAME.json`` and ``NAME.md`` into ``out_dir`` (default ``results/``); the table is printed too."""
+    out = Path(out_dir) if out_dir is not None else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / f"{name}.md").write_text(table + "\n")
     print(table)
 
 
@@ -75,3 +77,40 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def hash_against_loop(scene_dir: Path, workdir: Path, seconds: float,
+                      loop_near_far: tuple[float, float] | None = None) -> dict:
+    """fieldkd's hash baseline on the blender scene in ``scene_dir`` for ``seconds`` of training, then the
+    plain reference loop (``reference_loop.py``) on it for the same seconds.
+
+    The CLI's outputs and MLflow store go under ``workdir``. ``loop_near_far``: the loop's sampling
+    range (its near 2 / far 6 when None). Returns the CLI summary plus its ``train/steps`` and
+    ``train/seconds`` (``fieldkd``), the loop's result (``reference``), the arguments of the
+    ``fieldkd run`` (``args``, with the scene folder as DIR) and ``gain_db`` (fieldkd - loop, test PSNR).
+    """
+    import reference_loop  # torch and the engine: only for the benchmarks that train
+    from mlflow.tracking import MlflowClient
+
+    from fieldkd.platform.scenes import load_scene
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    shown = ["method=baseline", "field=hash", "scene=blender", "scene.path=DIR", f"trainer.max_seconds={seconds:g}",
+             "trainer.steps=1000000"]
+    args = [f"scene.path={scene_dir}" if a == "scene.path=DIR" else a for a in shown]
+    summary = run_cli([*args, f"output_dir={workdir / 'outputs'}", "trainer.progress=false"],
+                      env={"MLFLOW_TRACKING_URI": uri}, cwd=workdir)
+    final = MlflowClient(uri).get_run(summary["run_id"]).data.metrics
+    summary["train/steps"] = int(final.get("train/steps", 0))
+    summary["train/seconds"] = final.get("train/seconds")
+    saved = reference_loop.NEAR, reference_loop.FAR  # the loop's render() reads them at every step
+    if loop_near_far is not None:
+        reference_loop.NEAR, reference_loop.FAR = loop_near_far
+    try:
+        reference = reference_loop.train_reference(load_scene("blender", scene_dir), seconds)
+    finally:
+        reference_loop.NEAR, reference_loop.FAR = saved
+    reference["near"], reference["far"] = loop_near_far or saved
+    return {"fieldkd": summary, "reference": reference, "args": shown,
+            "gain_db": summary["metrics"]["test/psnr"] - reference["test/psnr"]}
+

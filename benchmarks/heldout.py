@@ -18,10 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import markdown_table, run_cli, write_results  # noqa: E402
-from reference_loop import train_reference  # noqa: E402
+from common import hash_against_loop, markdown_table, write_results  # noqa: E402
 
-from fieldkd.platform.scenes import load_scene, write_scene  # noqa: E402
+from fieldkd.platform.scenes import write_scene  # noqa: E402
 
 
 def main() -> None:
@@ -33,12 +32,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fieldkd-heldout-"))
     scene_dir = write_scene(args.scene, workdir / "scene", "blender", width=80, height=80,
                             n_train=60, n_val=10, n_test=20)
-    summary = run_cli(["method=baseline", "field=hash", "scene=blender", f"scene.path={scene_dir}",
-                       f"trainer.max_seconds={args.seconds}", "trainer.steps=1000000",
-                       f"output_dir={workdir / 'outputs'}", "trainer.progress=false"],
-                      env={"MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}, cwd=workdir)
-    reference = train_reference(load_scene("blender", scene_dir), args.seconds)
-    gain = summary["metrics"]["test/psnr"] - reference["test/psnr"]
+    result = hash_against_loop(scene_dir, workdir, args.seconds)
+    summary, reference, gain = result["fieldkd"], result["reference"], result["gain_db"]
     table = markdown_table(
         ["loop", "test PSNR", "test SSIM", "wall s"],
         [["fieldkd baseline (hash)", summary["metrics"]["test/psnr"], summary["metrics"]["test/ssim"],

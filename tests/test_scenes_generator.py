@@ -9,10 +9,10 @@ import torch
 from fieldkd.platform.errors import InputError
 from fieldkd.platform.scenes import cache, default_scene_dir, load_scene, write_scene
 from fieldkd.platform.scenes import sdf
-from fieldkd.platform.scenes.generator import extract_mesh, render_scene, scene_spec
+from fieldkd.platform.scenes.generator import MIN_CAMERA_RADIUS, extract_mesh, orbit_cameras, render_scene, scene_spec
 from fieldkd.platform.scenes.orbits import object_cameras
 from fieldkd.platform.scenes.ply import read_ply, write_ply
-from fieldkd.platform.scenes.specs import BOUND, SCENES
+from fieldkd.platform.scenes.specs import BOUND, ORBITS, SCENES
 
 
 def test_sphere_centre_depth_is_distance_minus_radius():
@@ -88,6 +88,66 @@ def test_orbit_cameras_are_deterministic_and_distinct():
     gaps = torch.cdist(all_centers, all_centers) + torch.eye(len(all_centers)) * 10
     assert gaps.min() > 1e-3
     assert not torch.equal(object_cameras(counts, seed=4)["test"], a["test"])
+
+
+def _radius_and_elevation(cams):
+    centers = cams.c2w[:, :3, 3]
+    radius = centers.norm(dim=-1)
+    return radius, torch.rad2deg(torch.asin(centers[:, 2] / radius))
+
+
+def test_orbit_options_set_radius_and_elevation_band():
+    views = dict(n_train=12, n_val=3, n_test=8, width=8, height=8)
+    for split, cams in orbit_cameras(**views).items():  # defaults: radius 4, 10 to 60 degrees
+        radius, elev = _radius_and_elevation(cams)
+        assert torch.allclose(radius, torch.full_like(radius, 4.0), atol=1e-5)
+        assert elev.min() >= 10 - 1e-3 and elev.max() <= 60 + 1e-3
+    for split, cams in orbit_cameras(**views, camera_radius=2.5, elevation_range=(-30.0, -5.0)).items():
+        radius, elev = _radius_and_elevation(cams)
+        assert torch.allclose(radius, torch.full_like(radius, 2.5), atol=1e-5)
+        assert elev.min() >= -30 - 1e-3 and elev.max() <= -5 + 1e-3
+        forward = -cams.c2w[:, :3, 2]  # still looking at the origin
+        assert torch.allclose(forward, -cams.c2w[:, :3, 3] / 2.5, atol=1e-5)
+        if split == "train":  # the spiral spans the band
+            assert elev.min() < -25 and elev.max() > -10
+    ring = orbit_cameras(**views, elevation_range=(35.0, 35.0))["test"]
+    assert torch.allclose(_radius_and_elevation(ring)[1], torch.full((8,), 35.0), atol=1e-3)
+    for bad in ({"camera_radius": MIN_CAMERA_RADIUS}, {"camera_radius": "far"},
+                {"elevation_range": (60.0, 10.0)}, {"elevation_range": (0.0, 95.0)}, {"elevation_range": 30}):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            orbit_cameras(**views, **bad)
+
+
+def test_near_far_follow_the_camera_radius():
+    half_diagonal = math.sqrt(3) * BOUND
+    for radius in (2.5, 4.0, 7.0):
+        scene = render_scene("sphere", width=6, height=6, n_train=2, n_val=0, n_test=1, camera_radius=radius)
+        assert scene.near == pytest.approx(radius - half_diagonal, abs=1e-4)
+        assert scene.far == pytest.approx(radius + half_diagonal, abs=1e-4)
+        assert torch.allclose(scene.aabb, torch.tensor([[-BOUND] * 3, [BOUND] * 3]))
+
+
+@pytest.mark.parametrize("name", sorted(ORBITS))
+def test_scene_fits_the_image_from_its_orbit(name):
+    scene = render_scene(name, width=24, height=24, n_train=8, n_val=2, n_test=4, **ORBITS[name])
+    for split in scene.splits.values():
+        alpha = split.alphas
+        border = torch.cat([alpha[:, 0], alpha[:, -1], alpha[:, :, 0], alpha[:, :, -1]], dim=1)
+        assert (alpha.flatten(1).sum(dim=1) > 10).all()  # every view sees the object
+        assert border.max().item() == 0.0  # and all of it
+
+
+def test_dots_texture_spots_cell_centres():
+    size, phase = 0.1, 0.137
+    centre = torch.tensor([[(3.5 - phase) * size] * 3, [(-1.5 - phase) * size] * 3])
+    corner = torch.tensor([[(3.0 - phase) * size] * 3, [(-2.0 - phase) * size + 1e-4] * 3])
+    a, b = (0.1, 0.2, 0.3), (0.9, 0.8, 0.7)
+    colours = sdf.dots(torch.cat([centre, corner]), a, b, size=size, radius=0.3, phase=phase)
+    assert colours.shape == (4, 3)
+    assert torch.allclose(colours[:2], torch.tensor([b, b])) and torch.allclose(colours[2:], torch.tensor([a, a]))
+    points = torch.rand(2000, 3) * 2 - 1
+    share = (sdf.dots(points, a, b, size=size, radius=0.3) == torch.tensor(b)).all(dim=1).float().mean()
+    assert abs(share.item() - 4 / 3 * math.pi * 0.3**3) < 0.04  # the balls' share of each cell
 
 
 def test_write_scene_writes_dataset_and_mesh(tmp_path):

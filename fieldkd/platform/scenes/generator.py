@@ -29,7 +29,7 @@ from . import sdf
 from .bounds import derive_bounds
 from .cameras import Cameras, intrinsics_from_fov
 from .indoor import ROOMS, Room
-from .orbits import object_cameras
+from .orbits import ELEVATION_DEG, RADIUS, object_cameras
 from .ply import write_ply
 from .registry import WRITERS, write_format
 from .scene import Scene, SceneSplit
@@ -40,8 +40,12 @@ from .tracer import one_thread, render_views
 
 GENERATOR_VERSION = 3  # bump when rendered output changes (invalidates caches); 3: monosdf splits.json "depth"
 BLENDER_FOV = 0.6911112070083618  # camera_angle_x of the NeRF-synthetic scenes
-CAMERA_RADIUS = 4.0
+CAMERA_RADIUS = RADIUS  # distance of the orbit cameras from the origin (option camera_radius)
+ELEVATION_RANGE = ELEVATION_DEG  # their elevation band in degrees, (min, max) (option elevation_range)
 TRACE_BOUND = BOUND + 0.05  # rays and the mesh grid cover a bit more than the scene box
+# Closest orbit: every camera outside the scene box, whatever its direction (the box's half-diagonal).
+MIN_CAMERA_RADIUS = math.sqrt(3.0) * TRACE_BOUND
+MAX_CAMERA_RADIUS = 50.0  # depth PNGs store millimetres in 16 bits (65 m)
 # Lens coefficients of the distorted variants (a phone's wide camera; a mild fisheye), see lens.PARAMS.
 LENSES = {
     "pinhole": None,
@@ -71,18 +75,41 @@ def room_spec(name: str) -> Room:
     return ROOMS[name]()
 
 
+def orbit_band(camera_radius, elevation_range) -> tuple[float, tuple[float, float]]:
+    """The checked orbit: radius in (MIN_CAMERA_RADIUS, MAX_CAMERA_RADIUS], elevations in degrees
+    with -90 <= min <= max <= 90. Bad values raise :class:`InputError` naming the option."""
+    try:
+        radius = float(camera_radius)
+    except (TypeError, ValueError):
+        radius = float("nan")
+    if not MIN_CAMERA_RADIUS < radius <= MAX_CAMERA_RADIUS:
+        raise InputError("camera_radius", f"must be above {MIN_CAMERA_RADIUS:.3f} (cameras outside the "
+                                          f"scene box) and at most {MAX_CAMERA_RADIUS:g}, got {camera_radius!r}")
+    try:
+        low, high = (float(e) for e in elevation_range)
+    except (TypeError, ValueError):
+        low = high = float("nan")
+    if not -90.0 <= low <= high <= 90.0:
+        raise InputError("elevation_range", "must be (min, max) degrees with -90 <= min <= max <= 90, "
+                                            f"got {elevation_range!r}")
+    return radius, (low, high)
+
+
 def orbit_cameras(n_train=60, n_val=10, n_test=20, width=80, height=80,
                   camera_angle_x=BLENDER_FOV, seed=0, lens: str = "pinhole",
-                  per_frame_intrinsics: bool = False) -> dict[str, Cameras]:
-    """Cameras per split at radius 4 around the origin (see :mod:`orbits`); empty splits omitted.
+                  per_frame_intrinsics: bool = False, camera_radius: float = CAMERA_RADIUS,
+                  elevation_range=ELEVATION_RANGE) -> dict[str, Cameras]:
+    """Cameras per split on a sphere of ``camera_radius`` around the origin, looking at it, at
+    elevations (degrees) within ``elevation_range`` (see :mod:`orbits`); empty splits omitted.
 
     ``lens``: a key of :data:`LENSES` (distorted variants); ``per_frame_intrinsics``: focal
     lengths vary by up to 10 % and the principal point by up to a pixel from frame to frame.
     """
     if lens not in LENSES:
         raise InputError("lens", f"unknown lens {lens!r} (known: {', '.join(LENSES)})")
+    radius, band = orbit_band(camera_radius, elevation_range)
     fx, fy, cx, cy = intrinsics_from_fov(camera_angle_x, width, height)
-    poses = object_cameras({"train": n_train, "val": n_val, "test": n_test}, CAMERA_RADIUS, seed=seed)
+    poses = object_cameras({"train": n_train, "val": n_val, "test": n_test}, radius, band, seed=seed)
     out = {}
     for split, c2w in poses.items():
         if len(c2w):
@@ -99,14 +126,17 @@ def orbit_cameras(n_train=60, n_val=10, n_test=20, width=80, height=80,
 
 def render_scene(name: str = "default", width=80, height=80, n_train=60, n_val=10, n_test=20,
                  camera_angle_x=BLENDER_FOV, seed=0, background=(1.0, 1.0, 1.0),
-                 progress: bool = False, lens: str = "pinhole", per_frame_intrinsics: bool = False) -> Scene:
+                 progress: bool = False, lens: str = "pinhole", per_frame_intrinsics: bool = False,
+                 camera_radius: float = CAMERA_RADIUS, elevation_range=ELEVATION_RANGE) -> Scene:
     """Render the named scene in memory; images composited on ``background``; the images of a
-    distorted ``lens`` are rendered through it (see :func:`orbit_cameras`)."""
+    distorted ``lens`` are rendered through it; cameras at ``camera_radius`` with elevations in
+    ``elevation_range`` degrees (see :func:`orbit_cameras`). The box is the scene box whatever the
+    orbit; near and far follow the cameras (:func:`derive_bounds`: distance -/+ the box's half-diagonal)."""
     spec = scene_spec(name)
     bg = torch.tensor(background, dtype=torch.float32)
     splits = {}
     for split, cams in orbit_cameras(n_train, n_val, n_test, width, height, camera_angle_x, seed,
-                                     lens, per_frame_intrinsics).items():
+                                     lens, per_frame_intrinsics, camera_radius, elevation_range).items():
         r = render_views(spec, cams, TRACE_BOUND, progress=progress, desc=f"{name} {split}")
         splits[split] = SceneSplit(
             images=r["rgb"] + bg * (1 - r["alpha"][..., None]),
@@ -207,7 +237,8 @@ def write_scene(spec_name: str, out_dir, fmt: str = "blender", mesh_resolution: 
     """Render ``spec_name`` and write it in format ``fmt`` plus ``mesh.ply`` into ``out_dir``.
 
     ``options`` go to :func:`render_scene` for object scenes (width=80, height=80,
-    n_train=60, n_val=10, n_test=20, camera_angle_x, seed) or to
+    n_train=60, n_val=10, n_test=20, camera_angle_x, seed, camera_radius=4,
+    elevation_range=(10, 60) degrees) or to
     :func:`render_room` for room scenes (width=64, height=48, n_frames=100,
     test_every=8, camera_angle_x). ``out_dir`` must be absent or empty (nothing
     is ever overwritten). ``progress`` shows a tqdm bar while rendering. Object scenes

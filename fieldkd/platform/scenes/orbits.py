@@ -3,7 +3,9 @@
 Cameras sit on a sphere around the origin and look at it. Train views follow a
 golden-angle spiral over the elevation band (even coverage); val views lie on
 a ring at mid elevation; test views are random in the band. Each split draws
-from its own seed stream, so the splits never share a view.
+from its own seed stream, so the splits never share a view. The radius and the
+band (degrees above the xy plane) are options; ``RADIUS`` and ``ELEVATION_DEG``
+are the defaults.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from .cameras import look_at
 
 GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
+RADIUS = 4.0
+ELEVATION_DEG = (10.0, 60.0)
 
 
 def _positions(elevation: np.ndarray, azimuth: np.ndarray, radius: float) -> np.ndarray:
@@ -41,7 +45,7 @@ def random_band(n: int, elev_min: float, elev_max: float, rng: np.random.Generat
     return np.arcsin(z), rng.uniform(0.0, 2 * math.pi, n)
 
 
-def object_cameras(counts: dict[str, int], radius: float = 4.0, elevation_deg=(10.0, 60.0),
+def object_cameras(counts: dict[str, int], radius: float = RADIUS, elevation_deg=ELEVATION_DEG,
                    seed: int = 0) -> dict[str, torch.Tensor]:
     """(N, 4, 4) OpenGL camera-to-world matrices per split, looking at the origin."""
     lo, hi = (math.radians(e) for e in elevation_deg)

@@ -82,6 +82,16 @@ def stripes(p: Tensor, color_a, color_b, period: float, axis=(0.0, 0.0, 1.0)) ->
     return a * (1 - pick) + b * pick
 
 
+def dots(p: Tensor, color_a, color_b, size: float, radius: float = 0.3, phase: float = 0.137) -> Tensor:
+    """Spots of ``color_b`` on ``color_a``: balls of ``radius`` x ``size`` at the centres of the
+    cubic cells of edge ``size`` (a surface shows them as small round dots)."""
+    offset = torch.remainder(p / size + phase, 1.0) - 0.5  # from the cell's centre, in cells
+    pick = (offset.norm(dim=-1) < radius).to(p.dtype)[:, None]
+    a = torch.as_tensor(color_a, dtype=p.dtype)
+    b = torch.as_tensor(color_b, dtype=p.dtype)
+    return a * (1 - pick) + b * pick
+
+
 # --- placement --------------------------------------------------------------
 
 def rotation(rx: float = 0.0, ry: float = 0.0, rz: float = 0.0) -> Tensor:
