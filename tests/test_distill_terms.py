@@ -25,9 +25,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BUILT_IN = ("feature", "density", "colour", "alpha", "rgb", "depth", "interlevel", "gt_rgb", "gaussian_kl", "depth_ce")
 
 
-def kl(mu_p, s_p, mu_q, s_q, min_sigma=1e-3):
+def kl(mu_p, s_p, mu_q, s_q, min_sigma=1e-3, direction="student||label"):
     t = torch.tensor
-    return gaussian_kl(t([mu_p]), t([s_p]), t([mu_q]), t([s_q]), min_sigma).item()
+    return gaussian_kl(t([mu_p]), t([s_p]), t([mu_q]), t([s_q]), min_sigma, direction=direction).item()
 
 
 # --- Gaussian KL ---
@@ -38,12 +38,47 @@ def test_kl_of_identical_gaussians_is_zero():
 
 
 def test_kl_known_values_and_direction():
-    # KL(N(0,1) || N(1,2^2)) = log 2 + (1 + 1) / 8 - 1/2
-    assert kl(0.0, 1.0, 1.0, 2.0) == pytest.approx(math.log(2) + 0.25 - 0.5, rel=1e-6)
-    # The label is p: a student twice as broad as its label costs log 2 + 1/8 - 1/2, one twice as sharp
-    # log(1/2) + 4/2 - 1/2 (the reverse KL).
-    assert kl(5.0, 1.0, 5.0, 2.0) == pytest.approx(math.log(2) + 0.125 - 0.5, rel=1e-6)
-    assert kl(5.0, 2.0, 5.0, 1.0) == pytest.approx(-math.log(2) + 2.0 - 0.5, rel=1e-6)
+    # label N(0,1), student N(1,2^2). KL(student || label), the default (official):
+    # log(1/2) + (4 + 1) / 2 - 1/2; KL(label || student): log 2 + (1 + 1) / 8 - 1/2
+    assert kl(0.0, 1.0, 1.0, 2.0) == pytest.approx(-math.log(2) + 2.5 - 0.5, rel=1e-6)
+    assert kl(0.0, 1.0, 1.0, 2.0, direction="label||student") == pytest.approx(math.log(2) + 0.25 - 0.5, rel=1e-6)
+    # The default costs a student twice as broad as its label log(1/2) + 4/2 - 1/2 and one twice as
+    # sharp log 2 + 1/8 - 1/2; "label||student" the other way round.
+    assert kl(5.0, 1.0, 5.0, 2.0) == pytest.approx(-math.log(2) + 2.0 - 0.5, rel=1e-6)
+    assert kl(5.0, 2.0, 5.0, 1.0) == pytest.approx(math.log(2) + 0.125 - 0.5, rel=1e-6)
+    assert kl(5.0, 1.0, 5.0, 2.0, direction="label||student") == pytest.approx(math.log(2) + 0.125 - 0.5, rel=1e-6)
+    with pytest.raises(ValueError, match="direction"):
+        kl(0.0, 1.0, 1.0, 2.0, direction="forward")
+
+
+@pytest.mark.parametrize("s_q", [0.5, 2.0, 8.0])
+def test_student_to_label_kl_pulls_the_mean_by_the_labels_variance_only(s_q):
+    """KL(student || label)'s gradient in the student's mean is (mu_q - mu_p) / sigma_p^2 whatever the
+    student's width; KL(label || student)'s is (mu_q - mu_p) / sigma_q^2 and its gradient in
+    sigma_q is -(sigma_p^2 + d^2) / sigma_q^3 + 1 / sigma_q: a sharp student that misses gets a huge push
+    to broaden (measured on KD-MVS students: the cause of probabilistic labels losing to hard ones)."""
+    mu_q = torch.tensor([13.0], requires_grad=True)
+    sq = torch.tensor([s_q], requires_grad=True)
+    gaussian_kl(torch.tensor([10.0]), torch.tensor([2.0]), mu_q, sq, 0.1).backward()
+    assert mu_q.grad.item() == pytest.approx(3.0 / 4.0, rel=1e-5)
+    assert sq.grad.item() == pytest.approx(s_q / 4.0 - 1.0 / s_q, rel=1e-5)  # zero at the label's width
+    mu_q.grad = sq.grad = None
+    gaussian_kl(torch.tensor([10.0]), torch.tensor([2.0]), mu_q, sq, 0.1, direction="label||student").backward()
+    assert mu_q.grad.item() == pytest.approx(3.0 / s_q ** 2, rel=1e-5)
+    assert sq.grad.item() == pytest.approx(-(4.0 + 9.0) / s_q ** 3 + 1.0 / s_q, rel=1e-5)
+
+
+def test_the_width_each_direction_asks_of_a_student_that_misses():
+    """A student whose mean stays 3 from the label's (e.g. the label outside a cascade stage's window):
+    KL(student || label) is least at the label's width, 2; KL(label || student) at sqrt(2^2 + 3^2), as
+    broad as the miss."""
+    widths = torch.linspace(0.5, 8.0, 1501)
+    label_mu, label_sigma, mu_q = torch.full_like(widths, 10.0), torch.full_like(widths, 2.0), torch.full_like(widths, 13.0)
+    best = {d: widths[gaussian_kl_map(*((mu_q, widths, label_mu, label_sigma) if d == "student||label"
+                                        else (label_mu, label_sigma, mu_q, widths)), 0.1).argmin()].item()
+            for d in ("student||label", "label||student")}
+    assert best["student||label"] == pytest.approx(2.0, abs=0.01)
+    assert best["label||student"] == pytest.approx(13 ** 0.5, abs=0.01)
 
 
 def test_kl_is_non_negative_and_a_masked_mean():
@@ -51,11 +86,14 @@ def test_kl_is_non_negative_and_a_masked_mean():
     shape = (2, 16, 16)
     mu_p, mu_q = torch.randn(shape, generator=g) * 5, torch.randn(shape, generator=g) * 5
     s_p, s_q = torch.rand(shape, generator=g) * 3, torch.rand(shape, generator=g) * 3
-    per_pixel = gaussian_kl_map(mu_p, s_p, mu_q, s_q, 0.05)
+    per_pixel = gaussian_kl_map(mu_q, s_q, mu_p, s_p, 0.05)  # KL(student || label), the default
     assert per_pixel.min().item() >= -1e-5
     mask = torch.rand(shape, generator=g) > 0.5
     assert gaussian_kl(mu_p, s_p, mu_q, s_q, 0.05, mask).item() == pytest.approx(per_pixel[mask].mean().item(),
                                                                                   rel=1e-6)
+    reverse = gaussian_kl_map(mu_p, s_p, mu_q, s_q, 0.05)
+    assert gaussian_kl(mu_p, s_p, mu_q, s_q, 0.05, mask, "label||student").item() == pytest.approx(
+        reverse[mask].mean().item(), rel=1e-6)
 
 
 def test_sigma_clamp_keeps_the_kl_and_its_gradient_finite():
@@ -66,6 +104,20 @@ def test_sigma_clamp_keeps_the_kl_and_its_gradient_finite():
     assert value.item() == pytest.approx(50.0, rel=1e-5)
     value.backward()
     assert torch.isfinite(mu_q.grad).all() and mu_q.grad.item() == pytest.approx(1.0 / 0.01, rel=1e-5)
+
+
+def test_a_per_sample_sigma_clamp_stays_with_its_sample():
+    # Both samples' labels and students have sigma 0 and means 1 apart; clamps 1 and 10. With only
+    # sample 0 in the mask: log 1 + (1 + 1) / 2 - 1/2 = 0.5 (sample 1's clamp would give less).
+    zeros, ones = torch.zeros(2, 2, 2), torch.ones(2, 2, 2)
+    mask = torch.zeros(2, 2, 2, dtype=torch.bool)
+    mask[0] = True
+    clamp = torch.tensor([1.0, 10.0]).reshape(2, 1, 1)
+    for direction in ("student||label", "label||student"):
+        assert gaussian_kl(zeros, zeros, ones, zeros, clamp, mask, direction).item() == pytest.approx(0.5, rel=1e-6)
+        # unmasked: sample 1's pixels cost (100 + 1) / 200 - 1/2 = 0.005 each
+        assert gaussian_kl(zeros, zeros, ones, zeros, clamp, None, direction).item() == pytest.approx(
+            (0.5 + 0.005) / 2, rel=1e-5)
 
 
 def test_invalid_labels_outside_the_mask_do_not_reach_the_gradient():

@@ -172,9 +172,20 @@ def test_labelled_loss_stages_and_hard_labels():
     mask[0, 0, 0] = True  # stage pixels are every 2nd full-size pixel: (0, 0) is pixel (0, 0)
     loss, metrics = labelled_loss(stages, mu, sigma, mask, 0.01, stage_weights=(1.0,))
     m, s = volume_moments(prob, hyp)
-    kl = gaussian_kl_map(torch.tensor(2.0), torch.tensor(0.3), m[0, 0, 0], s[0, 0, 0])  # KL(label || student)
+    kl = gaussian_kl_map(m[0, 0, 0], s[0, 0, 0], torch.tensor(2.0), torch.tensor(0.3))  # KL(student || label)
     ce = -prob[0, 1, 0, 0].log()
     torch.testing.assert_close(loss, 0.5 * kl + 2.0 * ce)
+    reverse, _ = labelled_loss(stages, mu, sigma, mask, 0.01, stage_weights=(1.0,), kl_direction="label||student")
+    kl_reverse = gaussian_kl_map(torch.tensor(2.0), torch.tensor(0.3), m[0, 0, 0], s[0, 0, 0])
+    torch.testing.assert_close(reverse, 0.5 * kl_reverse + 2.0 * ce)
+    assert abs(float(kl - kl_reverse)) > 0.1
+    # hypotheses 1 apart: a floor at half the stage's spacing counts the 0.3-wide label as 0.5 wide
+    floored, _ = labelled_loss(stages, mu, sigma, mask, 0.01, stage_weights=(1.0,), stage_sigma_ratio=0.5)
+    kl_floored = gaussian_kl_map(m[0, 0, 0], s[0, 0, 0], torch.tensor(2.0), torch.tensor(0.3), 0.5)
+    torch.testing.assert_close(floored, 0.5 * kl_floored + 2.0 * ce)
+    assert abs(float(kl_floored - kl)) > 0.1
+    tiny, _ = labelled_loss(stages, mu, sigma, mask, 0.01, stage_weights=(1.0,), stage_sigma_ratio=1e-3)
+    torch.testing.assert_close(tiny, loss)  # below min_sigma the floor changes nothing
     hard, hard_metrics = labelled_loss(stages, mu, sigma, mask, 0.01, stage_weights=(1.0,), hard=True)
     torch.testing.assert_close(hard, 2.0 * ce)
     assert "train/stage1_kl" in metrics and "train/stage1_kl" not in hard_metrics
@@ -212,7 +223,7 @@ def test_labelled_task_reduces_its_loss_and_predicts(scene2):
     before = predict(net, scene2)["depth"]
     losses = _fit(task, 16, lr=1e-2)
     after = predict(net, scene2)
-    assert losses[-1] < 0.1 * losses[0], losses  # measured 0.035 with KL(label || student)
+    assert losses[-1] < 0.1 * losses[0], losses  # measured 0.035 with KL(label || student), also met with the default
     assert after["depth"].shape == after["confidence"].shape == (1, 32, 64)
     # measured: the mean depth error in inference mode falls to 0.26 of the untrained net's
     assert (after["depth"] - 4.0).abs().mean() < 0.5 * (before - 4.0).abs().mean()
@@ -225,6 +236,8 @@ def test_task_options_are_checked(scene2):
         SelfSupervisedMVSTask(net, iter([]), "cpu", {"view_selection": "best"})
     with pytest.raises(InputError, match="unknown keys"):
         LabelledMVSTask(net, iter([]), "cpu", {"kl_weight": 1.0})
+    with pytest.raises(InputError, match="kl_direction"):
+        LabelledMVSTask(net, iter([]), "cpu", {"kl_direction": "forward"})
     task = LabelledMVSTask(net, itertools.repeat(scene2), "cpu", {})
     with pytest.raises(InputError, match="label_mu"):
         task.training_step(0)

@@ -178,7 +178,7 @@ def volume_moments(prob_volume: torch.Tensor, hypotheses: torch.Tensor) -> tuple
 
 
 def gaussian_kl_map(mu_p: torch.Tensor, sigma_p: torch.Tensor, mu_q: torch.Tensor, sigma_q: torch.Tensor,
-                    min_sigma: float = MIN_SIGMA) -> torch.Tensor:
+                    min_sigma: float | torch.Tensor = MIN_SIGMA) -> torch.Tensor:
     """Elementwise KL(N(mu_p, sigma_p^2) || N(mu_q, sigma_q^2)), both sigmas clamped below at ``min_sigma``:
     log(sigma_q / sigma_p) + (sigma_p^2 + (mu_p - mu_q)^2) / (2 sigma_q^2) - 1/2."""
     sigma_p, sigma_q = sigma_p.float().clamp(min=min_sigma), sigma_q.float().clamp(min=min_sigma)
@@ -186,22 +186,48 @@ def gaussian_kl_map(mu_p: torch.Tensor, sigma_p: torch.Tensor, mu_q: torch.Tenso
             + (sigma_p.square() + (mu_p.float() - mu_q.float()).square()) / (2.0 * sigma_q.square()) - 0.5)
 
 
-def gaussian_kl(mu_p: torch.Tensor, sigma_p: torch.Tensor, mu_q: torch.Tensor, sigma_q: torch.Tensor,
-                min_sigma: float = MIN_SIGMA, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over the ``mask``ed pixels of KL(label || student), with p the label and q the student.
+KL_DIRECTIONS = ("student||label", "label||student")
 
-    Unlike the other losses here the *target comes first*, in the order of the
-    KL's arguments; p (the label) is detached. This direction (the label's
-    expectation of the log ratio) is the one of KD-MVS's intent: the student's
-    distribution must cover the label's, and a student sharper than its label
-    costs more than a broader one. Pixels are selected before the formula, so
-    invalid labels (NaN, 0) outside the mask never reach the gradient.
+
+def gaussian_kl(mu_p: torch.Tensor, sigma_p: torch.Tensor, mu_q: torch.Tensor, sigma_q: torch.Tensor,
+                min_sigma: float | torch.Tensor = MIN_SIGMA, mask: torch.Tensor | None = None,
+                direction: str = "student||label") -> torch.Tensor:
+    """Mean over the ``mask``ed pixels of a KL between the label p = N(mu_p, sigma_p^2) and the
+    student q = N(mu_q, sigma_q^2).
+
+    Unlike the other losses here the *target comes first*; p (the label) is detached.
+    ``direction``:
+
+    - ``"student||label"`` (KD-MVS's official code, with sigma^2 where it has sigma):
+      log(sigma_p / sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2, i.e. the
+      student's expected squared distance to the label's mean in units of the label's variance,
+      minus the log of its spread. On a grid of depth hypotheses its minimum puts the mass on the
+      hypotheses nearest mu_p, as the cross-entropy does; the divisor is the label's variance, a
+      constant of the data, so the gradient's scale does not depend on the student.
+    - ``"label||student"``: the divisor is the *student's* variance, and for a mean it cannot
+      reach (mu_p between two coarse hypotheses, or outside a cascade stage's window) the minimum
+      is a student as broad as the miss, sigma_q^2 = sigma_p^2 + (mu_q - mu_p)^2; the gradient
+      grows as 1 / sigma_q^3 where the student is sharp. Kept for comparison.
+
+    ``min_sigma``: a number, or a tensor that broadcasts to the maps (e.g. [B,1,1], one per
+    sample). Pixels are selected before the formula, so invalid labels (NaN, 0) outside the mask
+    never reach the gradient.
     """
+    if direction not in KL_DIRECTIONS:
+        raise ValueError(f"KL direction must be one of {KL_DIRECTIONS}, got {direction!r}")
     mu_p, sigma_p = mu_p.detach(), sigma_p.detach()
+    if torch.is_tensor(min_sigma):  # per sample ([B,1,1]) or per pixel: selected with the pixels
+        min_sigma = torch.broadcast_to(min_sigma.detach().float(), mu_q.shape)
     if mask is not None:
         mask = mask.bool()
         mu_p, sigma_p, mu_q, sigma_q = mu_p[mask], sigma_p[mask], mu_q[mask], sigma_q[mask]
-    return _masked_mean(gaussian_kl_map(mu_p, sigma_p, mu_q, sigma_q, min_sigma), mu_q)
+        if torch.is_tensor(min_sigma):
+            min_sigma = min_sigma[mask]
+    if direction == "student||label":
+        values = gaussian_kl_map(mu_q, sigma_q, mu_p, sigma_p, min_sigma)
+    else:
+        values = gaussian_kl_map(mu_p, sigma_p, mu_q, sigma_q, min_sigma)
+    return _masked_mean(values, mu_q)
 
 
 def hypothesis_cross_entropy(volume: torch.Tensor, hypotheses: torch.Tensor, target_depth: torch.Tensor,

@@ -15,7 +15,10 @@ smoothness sums carry over from stage to stage, so stage 1's count three times).
 
 Student, per stage: 0.5 Gaussian KL(student || label) + 2 cross-entropy to the hypothesis
 nearest the label's mean (hard labels: the cross-entropy only). The KL is the correct one
-(officially sigma stands where sigma^2 belongs), with sigma clamped from below.
+(officially sigma stands where sigma^2 belongs), with sigma clamped from below, in the official
+direction: it divides by the label's variance. ``kl_direction="label||student"`` turns it round
+(it then divides by the student's variance and asks a student that misses to be as broad as the
+miss; measured to make probabilistic labels lose to hard ones, benchmarks/results/kdmvs.md).
 """
 
 from __future__ import annotations
@@ -185,29 +188,37 @@ def self_supervised_loss(stages: list[dict], images: torch.Tensor, extrinsics: t
 
 def student_stage_terms(prob_volume: torch.Tensor, hypotheses: torch.Tensor, label_mu: torch.Tensor,
                         label_sigma: torch.Tensor, label_mask: torch.Tensor, min_sigma: float | torch.Tensor,
-                        hard: bool = False) -> dict[str, torch.Tensor]:
+                        hard: bool = False, kl_direction: str = "student||label") -> dict[str, torch.Tensor]:
     """One stage's terms against labels of the stage's size [B,h,w]."""
     terms = {"ce": hypothesis_cross_entropy(prob_volume, hypotheses, label_mu, label_mask)}
-    if not hard:  # KL(label || student): the student's distribution must cover the label's
+    if not hard:
         mu, sigma = volume_moments(prob_volume, hypotheses)
-        terms["kl"] = gaussian_kl(label_mu, label_sigma, mu, sigma, min_sigma, label_mask)
+        terms["kl"] = gaussian_kl(label_mu, label_sigma, mu, sigma, min_sigma, label_mask, kl_direction)
     return terms
 
 
 def labelled_loss(stages: list[dict], label_mu: torch.Tensor, label_sigma: torch.Tensor,
                   label_mask: torch.Tensor, min_sigma: float | torch.Tensor,
                   stage_weights=(1.0, 1.0, 1.0), weights: dict | None = None,
-                  hard: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+                  hard: bool = False, kl_direction: str = "student||label",
+                  stage_sigma_ratio: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The student loss over the network's stages; labels [B,H,W] at full size, picked at each
-    stage's pixels. ``min_sigma``: the sigma clamp, in depth units (scalar or [B,1,1])."""
+    stage's pixels. ``min_sigma``: the sigma clamp, in depth units (scalar or [B,1,1]);
+    ``stage_sigma_ratio``: also clamp at this fraction of each stage's own hypothesis spacing
+    (per pixel), so that no stage is asked for a Gaussian narrower than its grid resolves."""
     weights = {**STUDENT_WEIGHTS, **(weights or {})}
     full_w = label_mu.shape[-1]
     total, metrics = label_mu.new_zeros(()), {}
     for i, (stage, stage_weight) in enumerate(zip(stages, stage_weights)):
         factor = full_w // stage["prob_volume"].shape[-1]
         mu, sigma, mask = (subsample_map(t, factor) for t in (label_mu, label_sigma, label_mask))
+        floor = min_sigma
+        if stage_sigma_ratio is not None and stage["hypotheses"].shape[1] > 1:
+            spacing = (stage["hypotheses"][:, 1] - stage["hypotheses"][:, 0]).detach().abs().float()
+            floor = torch.maximum(torch.as_tensor(min_sigma, dtype=torch.float32, device=spacing.device),
+                                  stage_sigma_ratio * spacing)
         terms = student_stage_terms(stage["prob_volume"], stage["hypotheses"], mu.float(), sigma.float(),
-                                    mask.bool(), min_sigma, hard)
+                                    mask.bool(), floor, hard, kl_direction)
         stage_loss = weighted_sum(terms, weights)
         total = total + stage_weight * stage_loss
         metrics[f"train/stage{i + 1}_loss"] = float(stage_loss.detach())

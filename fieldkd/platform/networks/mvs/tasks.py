@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from ...distill.losses import KL_DIRECTIONS
 from ...errors import InputError
 from .losses import (
     STUDENT_WEIGHTS,
@@ -39,6 +40,8 @@ LABELLED_DEFAULTS = {
     "hard": False,  # the ablation: cross-entropy to the label's mean only, no KL
     "min_sigma": None,  # sigma clamp in depth units; None: min_sigma_ratio x the base interval
     "min_sigma_ratio": 0.25,
+    "kl_direction": "student||label",  # official; "label||student" divides by the student's variance
+    "stage_sigma_ratio": None,  # also clamp sigma at this fraction of each stage's hypothesis spacing
 }
 NET_INPUTS = ("images", "intrinsics", "extrinsics", "depth_min", "depth_max")
 
@@ -157,6 +160,8 @@ class LabelledMVSTask(_MVSTask):
         unknown = sorted(set(self.cfg["weights"]) - set(STUDENT_WEIGHTS))
         if unknown:
             raise InputError("mvs_loss.weights", f"unknown terms {unknown}; known: {sorted(STUDENT_WEIGHTS)}")
+        if self.cfg["kl_direction"] not in KL_DIRECTIONS:
+            raise InputError("mvs_loss.kl_direction", f"must be one of {KL_DIRECTIONS}, got {self.cfg['kl_direction']!r}")
 
     def _min_sigma(self, batch: dict):
         if self.cfg["min_sigma"] is not None:
@@ -173,7 +178,8 @@ class LabelledMVSTask(_MVSTask):
         out = run_network(self.forward, batch)
         c = self.cfg
         loss, metrics = labelled_loss(out.stages, batch["label_mu"], batch["label_sigma"], batch["label_mask"],
-                                      self._min_sigma(batch), c["stage_weights"], c["weights"], c["hard"])
+                                      self._min_sigma(batch), c["stage_weights"], c["weights"], c["hard"],
+                                      c["kl_direction"], c["stage_sigma_ratio"])
         metrics.update(_depth_metrics(out, batch))
         b, _, _, h, w = batch["images"].shape
         return loss, metrics, b * h * w
