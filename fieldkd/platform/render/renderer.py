@@ -1,11 +1,11 @@
 """Render rays through a radiance field.
 
-Samples are laid out densely as (rays, samples); the occupancy grid marks
-which of them can matter, and only those are sent to the field. The others
-keep zero density, so compositing stays exact while the field, the costly
-part, sees only occupied space. With ``packed`` the live samples stay a flat
-list with their ray indices and are composited by per-ray segment sums
-(render/packed.py); the result is the same, without the (rays, samples) arrays.
+Samples are placed as (rays, samples); the occupancy grid marks which of
+them can matter, and only those are sent to the field, the costly part. By
+default (``packed``) the live samples stay a flat list with their ray indices
+and are composited by per-ray segment sums (render/packed.py). With
+``packed=False`` they are scattered back into the (rays, samples) layout, dead
+samples at zero density, and composited there: the same result, slower.
 
 With ``sampler="proposal"`` there is no grid: small proposal networks place the
 samples (render/proposal.py), and a training render also returns
@@ -39,7 +39,7 @@ class RenderConfig:
     # since the last one (None: every candidate cell, as nerfacc does). A refresh then costs a
     # fraction of the steps between refreshes, whatever the grid's resolution.
     occupancy_refresh_share: float | None = 0.25
-    packed: bool = False  # composite the live samples as a flat list (see render/packed.py)
+    packed: bool = True  # composite the live samples as a flat list (see render/packed.py)
     sampler: str = "occupancy"  # one of SAMPLERS
     # sampler=proposal (render/proposal.py): samples of each proposal level, then of the field
     proposal_samples: list[int] = dataclass_field(default_factory=lambda: [64])
