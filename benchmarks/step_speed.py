@@ -215,9 +215,11 @@ def profile(overrides: list[str], args) -> None:
     rows = [
         ["field forward (hash encoding + MLPs)", mean["field_fwd"] / step],
         ["field backward", mean["field_bwd"] / step],
-        ["optimizer step (AdamW over the whole table)", mean["optimizer"] / step],
+        [f"optimizer step ({cfg['trainer']['optimizer']}{', fused' if cfg['trainer'].get('fused') else ''}, "
+         "the whole table)", mean["optimizer"] / step],
         [f"occupancy refresh (every {every} steps, amortised)", mean["occupancy"] / step],
-        ["sampling, culling, padded layout, compositing, loss (fwd + bwd)", layout / step],
+        [f"sampling, culling, {'packed' if cfg['render']['packed'] else 'padded'} compositing, loss (fwd + bwd)",
+         layout / step],
     ]
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(args.profiled_steps):

@@ -173,8 +173,9 @@ def test_a_cell_is_culled_only_after_a_refresh_looked_at_it():
     grid = OccupancyGrid(torch.tensor([[-1.0] * 3, [1.0] * 3]), resolution=8, warmup_steps=0)
     nothing = lambda x: torch.zeros(x.shape[0])  # noqa: E731
     grid.update(nothing, step=0, max_cells=100)
-    assert grid.looked.sum() == 100
-    assert grid.occupied.sum() == 8 ** 3 - 100  # the 412 cells not looked at stay occupied
+    assert 80 <= grid.looked.sum() <= 100  # 100 cells drawn, a few twice
+    assert not grid.occupied[grid.looked].any()  # empty where it looked
+    assert grid.occupied[~grid.looked].all()  # the cells not looked at stay occupied
 
 
 def test_training_renders_count_their_field_samples_for_the_next_refresh():

@@ -51,20 +51,12 @@ class OccupancyGrid(nn.Module):
 
         During warm-up every cell is evaluated and none is culled yet; after
         it only a random quarter of the cells plus every occupied cell is
-        re-evaluated, of which at most ``max_cells`` (a random subset), which
+        re-evaluated, or at most ``max_cells`` drawn in those proportions, which
         keeps the cost of an update bounded. Warm-up ignores ``max_cells``:
         nothing is culled before every cell was looked at.
         """
         r = self.resolution
-        n_cells = r ** 3
-        if step < self.warmup_steps:
-            cells = torch.arange(n_cells, device=self.occupied.device)
-        else:
-            random = torch.randint(0, n_cells, (n_cells // 4,), device=self.occupied.device)
-            busy = self.occupied.reshape(-1).nonzero().squeeze(-1)
-            cells = torch.cat([random, busy]).unique()
-        if step >= self.warmup_steps and max_cells is not None and cells.numel() > max_cells:
-            cells = cells[torch.randperm(cells.numel(), device=cells.device)[:max_cells]]
+        cells = self._cells_to_refresh(r ** 3, step, max_cells)
         ijk = self.cell_index[cells].float()
         unit = (ijk + torch.rand_like(ijk)) / r
         points = self.aabb[0] + unit * (self.aabb[1] - self.aabb[0])
@@ -75,6 +67,22 @@ class OccupancyGrid(nn.Module):
         if step >= self.warmup_steps:
             # Nothing is culled before the field has had time to learn where things are.
             self.occupied.copy_((self.density_ema > min(self.threshold, ema.mean().item())) | ~self.looked)
+
+    def _cells_to_refresh(self, n_cells: int, step: int, max_cells: int | None) -> torch.Tensor:
+        device = self.occupied.device
+        if step < self.warmup_steps:
+            return torch.arange(n_cells, device=device)
+        busy = self.occupied.reshape(-1).nonzero().squeeze(-1)
+        n_random = n_cells // 4
+        if max_cells is None or n_random + busy.numel() <= max_cells:
+            chosen = self.occupied.reshape(-1).clone()  # a mask, not a sort: the same sorted set as unique()
+            chosen[torch.randint(0, n_cells, (n_random,), device=device)] = True
+            return chosen.nonzero().squeeze(-1)
+        # At most max_cells, drawn in the proportions of the full refresh (a random quarter of the
+        # grid, every occupied cell) without building and sorting that whole set.
+        from_busy = round(max_cells * busy.numel() / (n_random + busy.numel()))
+        picked = busy[torch.randint(0, busy.numel(), (from_busy,), device=device)] if from_busy else busy[:0]
+        return torch.cat([picked, torch.randint(0, n_cells, (max_cells - from_busy,), device=device)])
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Grids saved before ``looked`` existed had looked at every cell during their warm-up.
