@@ -80,12 +80,12 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 
 def hash_against_loop(scene_dir: Path, workdir: Path, seconds: float,
-                      loop_near_far: tuple[float, float] | None = None) -> dict:
+                      loop_near_far: tuple[float, float] | None = None, overrides: list[str] = ()) -> dict:
     """fieldkd's hash baseline on the blender scene in ``scene_dir`` for ``seconds`` of training, then the
     plain reference loop (``reference_loop.py``) on it for the same seconds.
 
     The CLI's outputs and MLflow store go under ``workdir``. ``loop_near_far``: the loop's sampling
-    range (its near 2 / far 6 when None). Returns the CLI summary plus its ``train/steps`` and
+    range (its near 2 / far 6 when None); ``overrides``: more ``KEY=VALUE`` for the run. Returns the CLI summary plus its ``train/steps`` and
     ``train/seconds`` (``fieldkd``), the loop's result (``reference``), the arguments of the
     ``fieldkd run`` (``args``, with the scene folder as DIR) and ``gain_db`` (fieldkd - loop, test PSNR).
     """
@@ -96,7 +96,7 @@ def hash_against_loop(scene_dir: Path, workdir: Path, seconds: float,
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     shown = ["method=baseline", "field=hash", "scene=blender", "scene.path=DIR", f"trainer.max_seconds={seconds:g}",
-             "trainer.steps=1000000"]
+             "trainer.steps=1000000", *overrides]
     args = [f"scene.path={scene_dir}" if a == "scene.path=DIR" else a for a in shown]
     summary = run_cli([*args, f"output_dir={workdir / 'outputs'}", "trainer.progress=false"],
                       env={"MLFLOW_TRACKING_URI": uri}, cwd=workdir)
