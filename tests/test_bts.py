@@ -354,3 +354,32 @@ def test_geometry_stays_exact_under_mixed_precision(sequence):
     exact, _ = net.point_inputs(feats, K_wide[None, None], _pose(0.3, 5.0)[None, None], points[None])
     assert valid.all() and torch.allclose(inputs[..., :16].float(), exact[..., :16], atol=1e-3)
     assert torch.isfinite(loss)
+
+
+def test_head_learning_rate_scale_splits_the_heads_from_the_encoder_and_reaches_the_optimizer(sequence):
+    net = _net()
+    names = {id(p): n for n, p in net.named_parameters()}
+    default = SelfSupervisedBTSTask(net, itertools.repeat(sequence), "cpu", TASK, "single").param_groups(1e-4)
+    assert [g["lr"] for g in default] == [1e-4, 1e-4]  # scale 1: the official single rate
+    task = SelfSupervisedBTSTask(net, itertools.repeat(sequence), "cpu", {**TASK, "head_lr_scale": 30.0}, "single")
+    body, heads = task.param_groups(1e-4)
+    assert body["lr"] == 1e-4 and heads["lr"] == pytest.approx(3e-3)
+    assert all(names[id(p)].startswith("backbone.") for p in body["params"])
+    assert {names[id(p)].split(".")[0] for p in heads["params"]} == {"single_head", "multi_view", "multi_fuse"}
+    assert len(body["params"]) + len(heads["params"]) == len(list(net.parameters()))  # each parameter once
+    # a frozen teacher's parameters are in no group; the student's heads get the scaled rate
+    student, teacher = _net(), _net()
+    groups = DistilledBTSTask(student, teacher, itertools.repeat(sequence), "cpu",
+                              {**TASK, "head_lr_scale": 10.0}).param_groups(1e-4)
+    assert [g["lr"] for g in groups] == [1e-4, pytest.approx(1e-3)]
+    assert not {id(p) for p in teacher.parameters()} & {id(p) for g in groups for p in g["params"]}
+    # the trainer keeps each group's rate: after one step a head weight moved ~30x an encoder weight
+    head_w, body_w = net.single_head[0].weight, next(net.backbone.parameters())
+    before = head_w.detach().clone(), body_w.detach().clone()
+    _fit(task, 1, lr=1e-4)
+    moved_head = (head_w.detach() - before[0]).abs().max().item()
+    moved_body = (body_w.detach() - before[1]).abs().max().item()
+    assert moved_head == pytest.approx(3e-3, rel=0.05) and moved_body == pytest.approx(1e-4, rel=0.05)
+    with pytest.raises(InputError):
+        SelfSupervisedBTSTask(net, itertools.repeat(sequence), "cpu", {**TASK, "head_lr_scale": 0.0},
+                              "single").param_groups(1e-4)
