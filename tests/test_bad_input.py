@@ -151,6 +151,10 @@ CASES = [
     Case("make_width_not_int", ["scenes", "make", "default", "out={scene}/new", "width=abc"], "width", sub=True),
     Case("make_height_zero", ["scenes", "make", "default", "out={scene}/new", "height=0"], "height"),
     Case("make_n_train_huge", ["scenes", "make", "default", "out={scene}/new", "n_train=1000000"], "n_train"),
+    Case("make_elevations_one", ["scenes", "make", "default", "out={scene}/new", "elevation_range=10"],
+         "elevation_range"),
+    Case("make_radius_inside_box", ["scenes", "make", "default", "out={scene}/new", "camera_radius=1"],
+         "camera_radius"),
     Case("sweep_space_unknown", ["sweep", "tune_space=nope", "scene=blender", "scene.path={scene}"], "tune_space"),
     Case("sweep_resume_unknown", ["sweep", "resume=0123456789abcdef0123456789abcdef"], "resume"),
 ]

@@ -1,6 +1,7 @@
 """The CLI on a tiny scene, then the run as MLflow recorded it."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import numpy as np
 from controls import untrained_psnr
 from mlflow.tracking import MlflowClient
 from PIL import Image
+import torch
 
 from fieldkd.platform.cli import compose_config, main
 
@@ -116,3 +118,14 @@ def test_scenes_make_writes_a_dataset(tmp_path, monkeypatch, capsys):
     out, _ = capsys.readouterr()
     assert json.loads(out.strip().splitlines()[-1])["format"] == "nerfstudio"
     assert (tmp_path / "s" / "transforms.json").exists()
+
+
+def test_scenes_make_takes_the_orbit(tmp_path, capsys):
+    from fieldkd.platform.scenes import load_scene
+
+    assert main(["scenes", "make", "default", f"out={tmp_path / 's'}", "width=8", "height=8", "n_train=4",
+                 "n_val=0", "n_test=1", "camera_radius=6", "elevation_range=30,30"]) == 0
+    c2w = load_scene("blender", tmp_path / "s").split("train").cameras.c2w
+    centres = c2w[:, :3, 3]
+    assert torch.allclose(centres.norm(dim=-1), torch.full((4,), 6.0), atol=1e-4)
+    assert torch.allclose(centres[:, 2] / 6.0, torch.full((4,), math.sin(math.radians(30))), atol=1e-4)

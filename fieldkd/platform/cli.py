@@ -77,10 +77,11 @@ def scenes_command(args: list[str]) -> dict:
         out = options.pop("out")
         fmt = options.pop("format", "blender")
         words = {k: options.pop(k) for k in ("lens", "center_crop") if k in options}
+        orbit = {k: _orbit(k, options.pop(k)) for k in ("camera_radius", "elevation_range") if k in options}
         ints = {k: _size(k, v) for k, v in options.items()}
         from .scenes import write_scene
 
-        path = write_scene(name, out, fmt, **words, **ints)
+        path = write_scene(name, out, fmt, **words, **orbit, **ints)
         return {"scene": name, "format": fmt, "path": str(path)}
     if not args or args[0] == "list":
         from .scenes.indoor import ROOMS
@@ -90,12 +91,27 @@ def scenes_command(args: list[str]) -> dict:
     raise InputError("fieldkd scenes", "usage: fieldkd scenes make NAME out=DIR "
                                        "[format=blender|nerfstudio|monosdf|neus] "
                                        "[width=80] [height=80] [n_train=60] [n_val=10] [n_test=20] "
-                                       "[lens=opencv|fisheye] [per_frame_intrinsics=1] [center_crop=...]")
+                                       "[lens=opencv|fisheye] [per_frame_intrinsics=1] [center_crop=...] "
+                                       "[camera_radius=4] [elevation_range=10,60]")
 
 
 MAX_SCENE_SIZE = 8192  # pixels per side, views per split: far beyond what the generator is for
 # others (width, height, n_train, ...): at least 1
 MIN_SCENE_SIZE = {"n_val": 0, "n_test": 0, "seed": 0, "per_frame_intrinsics": 0}
+
+
+def _orbit(key: str, text: str) -> float | tuple[float, float]:
+    """``camera_radius`` (a number) or ``elevation_range`` (MIN,MAX in degrees) of an object scene's
+    orbit; the generator checks their ranges."""
+    parts = text.split(",")
+    try:
+        values = [float(v) for v in parts]
+    except ValueError:
+        values = []
+    wanted = 1 if key == "camera_radius" else 2
+    if len(values) != wanted:
+        raise InputError(key, f"must be {'a number' if wanted == 1 else 'two numbers MIN,MAX'}, got {text!r}")
+    return values[0] if wanted == 1 else (values[0], values[1])
 
 
 def _size(key: str, text: str) -> int | float:

@@ -157,6 +157,7 @@ def local_display(mode: str | None = None) -> Display:
     """This process's display (one per mode), for trainings that report here."""
     with _local_lock:
         key = mode or "auto"
-        if key not in _local:
+        # Anew when stderr was replaced since (a redirect, a test's capture): never a closed stream.
+        if key not in _local or _local[key].stream is not sys.stderr:
             _local[key] = Display(mode)
         return _local[key]
