@@ -17,6 +17,7 @@ from fieldkd.platform.networks.bts.evaluation import (
     bird_eye,
     evaluate_bts,
     min_behind_for,
+    official_visibility,
     projected_depth,
 )
 from fieldkd.platform.networks.bts.stage import load_bts_net, sequence_data
@@ -52,6 +53,24 @@ def test_projected_depth_keeps_the_nearest_point_per_pixel():
 def test_min_behind_scales_the_official_threshold():
     assert min_behind_for(20, 18) == 18 and min_behind_for(10, 18) == 9 and min_behind_for(1, 18) == 1
     assert min_behind_for(25, 18) == 22
+
+
+def test_official_visibility_adds_the_cells_in_front_of_the_predicted_depth_and_clears_their_occupancy():
+    """BTS's evaluator_lidar.py: visible = seen by the sweep | no deeper than the rendered depth at the
+    nearest pixel (border-clamped); occupied &= ~visible."""
+    k = np.array([[10.0, 0.0, 1.0], [0.0, 10.0, 0.0], [0.0, 0.0, 1.0]])  # 3 x 1 pixels: u = 10 x / z + 1
+    depth = np.array([[4.0, 8.0, 12.0]])
+    cells = np.array([[-0.5, 0.0, 5.0],    # u = 0: behind 4 m
+                      [0.0, 0.0, 7.99],    # u = 1: in front of 8 m
+                      [0.0, 0.0, 8.0],     # u = 1: at the depth counts as visible
+                      [0.0, 0.0, 9.0],     # u = 1: behind
+                      [5.0, 0.0, 10.0],    # u = 6: clamped to the last pixel (12 m), in front
+                      [-5.0, 0.0, 10.0]])  # u = -4: clamped to the first pixel (4 m), behind
+    seen = np.array([False, False, False, False, False, True])
+    gt = np.array([True, True, True, True, True, True])
+    visible, occupied = official_visibility(cells, seen, gt, depth, k)
+    np.testing.assert_array_equal(visible, [False, True, True, False, True, True])
+    np.testing.assert_array_equal(occupied, [True, False, False, True, False, False])
 
 
 def test_bird_eye_marks_errors_and_puts_the_near_row_at_the_bottom():
@@ -96,6 +115,12 @@ def test_scores_come_from_the_head_asked_for_in_closed_form(driving, one_torch_t
         # every invisible cell is right under exactly one of the two constant predictions
         assert empty[f"{prefix}/ie_acc"] + full[f"{prefix}/ie_acc"] == pytest.approx(1.0, abs=1e-12)
     assert empty["occupancy_exact/lidar_agreement"] >= 0.95  # LiDAR truth against the exact one
+    # the official visibility: an empty field renders to its far plane (80 m), so every cell of the slab
+    # (z <= 20 m) lies in front of its depth: all visible, no occupied cell left, nothing invisible to score
+    assert empty["occupancy_official/o_acc"] == 1.0 and np.isnan(empty["occupancy_official/ie_acc"])
+    # a full one stops at its first samples (3 m): the sweep alone decides, and its seen cells are emptied
+    assert full["occupancy_official/ie_rec"] == 0.0 and full["occupancy_official/o_rec"] == 1.0
+    assert full["occupancy_official/o_prec"] < full["occupancy/o_prec"]
     # an empty field renders every ray to its far plane; a full one stops at the first samples
     assert empty["depth/rmse"] > full["depth/rmse"] and empty["depth/abs_rel"] > 1.0
     assert stage_kind("bts_distilled").head_of({"bts": {"head": "multi"}}) == "single"  # a student is always single

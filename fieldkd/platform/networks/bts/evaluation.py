@@ -8,6 +8,10 @@ Per test frame (the input view of a test split line):
   camera's frame; predicted occupied: density > ``bts_threshold``), against occupancy from the
   LiDAR sweeps from the frame on (a cell behind a surface in ``bts_min_behind`` of 20 sweeps), with
   visibility from the frame's own sweep seen from the camera: ``occupancy/*``;
+- ``occupancy_official/*``: the LiDAR truth with the official evaluator's visibility, which also
+  counts as visible every cell in front of the scored head's own rendered depth (nearest pixel of
+  the input view) and clears the LiDAR occupancy of every visible cell
+  (:func:`official_visibility`); so the truth depends on the prediction;
 - the same against the generator's exact occupancy and exact visibility (rays cast from the camera
   through the street's shapes) where the dataset has it (``ground_truth/<sequence>/street.json``):
   ``occupancy_exact/*``, and ``occupancy_exact/lidar_agreement`` (how far LiDAR truth is from it);
@@ -109,6 +113,23 @@ def colour_depth(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return rgb
 
 
+def official_visibility(points_cam: np.ndarray, lidar_visible: np.ndarray, gt_occupied: np.ndarray,
+                        pred_depth: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(visible, occupied) of cells [N, 3] in the input camera's frame as the official evaluator
+    (BTS's evaluator_lidar.py) builds them: visible when the frame's sweep sees the cell
+    (``lidar_visible``) or the cell is no deeper than the scored head's rendered depth
+    ``pred_depth`` [H, W] at the pixel nearest its projection (clamped to the border); LiDAR
+    occupancy (``gt_occupied``) is cleared wherever the cell is visible."""
+    p = np.asarray(points_cam, np.float64).reshape(-1, 3)
+    k = np.asarray(K, np.float64)
+    h, w = pred_depth.shape
+    z = np.where(p[:, 2] > 1e-6, p[:, 2], 1e-6)
+    u = np.clip(np.round(k[0, 0] * p[:, 0] / z + k[0, 1] * p[:, 1] / z + k[0, 2]), 0, w - 1).astype(np.int64)
+    v = np.clip(np.round(k[1, 1] * p[:, 1] / z + k[1, 2]), 0, h - 1).astype(np.int64)
+    visible = np.asarray(lidar_visible, bool).reshape(-1) | (p[:, 2] <= np.asarray(pred_depth)[v, u])
+    return visible, np.asarray(gt_occupied, bool).reshape(-1) & ~visible
+
+
 # --- the generator's truth -------------------------------------------------------------------------
 
 def exact_truth(root, sequence: str, cells_world: np.ndarray, camera_centre: np.ndarray):
@@ -142,7 +163,8 @@ def eval_grid(opts: dict) -> np.ndarray:
 
 def frame_truth(item: dict, root, cells: np.ndarray, opts: dict) -> dict:
     """The ground truth of one evaluation item on camera-frame cells [N, 3]: LiDAR occupancy and
-    visibility ("gt", "visible"), the exact ones where the dataset has a street ("exact": (occupied,
+    visibility ("gt", "visible"; "lidar_visible": the sweep's alone, before occupied cells are taken
+    out), the exact ones where the dataset has a street ("exact": (occupied,
     visible) or None), the frame's sweep in the camera frame ("sweep_cam")."""
     from ...data.sequences import lidar_points_world
 
@@ -154,9 +176,10 @@ def frame_truth(item: dict, root, cells: np.ndarray, opts: dict) -> dict:
     sweeps = [(to_frame(points, m), m) for points, m in zip(sweeps_world, velo)]
     gt, _ = occ.lidar_occupancy(world, sweeps, min_behind_for(len(sweeps), int(opts["bts_min_behind"])), **ranges)
     sweep_cam = to_frame(sweeps_world[0], c2w)
-    visible = occ.visible_from_points(cells, sweep_cam, **ranges) & ~gt  # an occupied cell is never seen empty
-    return {"gt": gt, "visible": visible, "exact": exact_truth(root, item["sequence"], world, c2w[:3, 3]),
-            "sweep_cam": sweep_cam}
+    seen = occ.visible_from_points(cells, sweep_cam, **ranges)
+    visible = seen & ~gt  # an occupied cell is never seen empty
+    return {"gt": gt, "visible": visible, "lidar_visible": seen,
+            "exact": exact_truth(root, item["sequence"], world, c2w[:3, 3]), "sweep_cam": sweep_cam}
 
 
 def evaluate_bts(net, data, ecfg: dict | None, *, head: str, views: int | None = None, run=None,
@@ -171,7 +194,7 @@ def evaluate_bts(net, data, ecfg: dict | None, *, head: str, views: int | None =
     cells = grid.reshape(-1, 3)
     items = data.eval_items()
     n_frames = len(items) if opts["bts_frames"] is None else min(len(items), int(opts["bts_frames"]))
-    lidar_counts, exact_counts, agreement, depth_scores = [], [], [], []
+    lidar_counts, official_counts, exact_counts, agreement, depth_scores = [], [], [], [], []
     for index in range(n_frames):
         item = items[index]
         images, ks, c2ws = item["images"], item["intrinsics"], item["cam_to_world"]
@@ -190,6 +213,8 @@ def evaluate_bts(net, data, ecfg: dict | None, *, head: str, views: int | None =
         pred_depth = render_input_depth(net, images, ks, c2ws, head=head, n_samples=int(opts["bts_samples"]),
                                         near=float(opts["bts_near"]), far=float(opts["bts_far"]),
                                         views=views).cpu().numpy()
+        seen, occupied = official_visibility(cells, truth["lidar_visible"], gt, pred_depth, np.asarray(ks[0]))
+        official_counts.append(occ.occupancy_counts(pred, occupied, seen))
         if (gt_depth > 0).any():
             depth_scores.append(occ.depth_errors(pred_depth, gt_depth, max_depth=float(opts["bts_max_depth"])))
         if run is not None and index < int(opts["log_images"]):
@@ -208,6 +233,8 @@ def evaluate_bts(net, data, ecfg: dict | None, *, head: str, views: int | None =
             run.log_image(np.concatenate([captioned(upsample(p, 160), t) for t, p in slices], axis=1),
                           f"bts/{name}_occupancy", step)
     metrics = {f"occupancy/{k}": v for k, v in occ.metrics_from_counts(_summed(lidar_counts)).items()}
+    metrics.update({f"occupancy_official/{k}": v
+                    for k, v in occ.metrics_from_counts(_summed(official_counts)).items()})
     if exact_counts:
         metrics.update({f"occupancy_exact/{k}": v for k, v in occ.metrics_from_counts(_summed(exact_counts)).items()})
         metrics["occupancy_exact/lidar_agreement"] = float(np.mean(agreement))
