@@ -75,6 +75,9 @@ VARIANTS = {
     "full_refresh": ["render.occupancy_refresh_share=null"],
     "packed": ["render.packed=true"],
     "sparse_adam": ["trainer.optimizer=sparse_adam"],
+    # without a tight box (rooms: field=sdf scene=indoor): every sample of the march, or proposals
+    "dense": ["render.occupancy=false"],
+    "proposal": ["render.sampler=proposal"],
 }
 
 
