@@ -79,6 +79,35 @@ def test_label_job_writes_checks_and_resumes(tiny_dtu, tmp_path, local_ray, one_
     assert not ranks[0] & ranks[1]  # disjoint shards
 
 
+def test_labels_are_predicted_with_their_own_source_views(tiny_dtu, tmp_path, local_ray, one_torch_thread):
+    """The teacher predicts the labels' depth maps from ``n_src`` source views (the official inference's
+    four), not from the training samples' fewer; changing ``n_src`` predicts again."""
+    from fieldkd.platform.networks.mvs.label_job import load_mvs_net, load_npz
+    from fieldkd.platform.networks.mvs.tasks import predict
+
+    data = MultiViewData(tiny_dtu, scans=["scan1"], split="train", n_src=1, light=0)
+    teacher = untrained_checkpoint(tmp_path / "teacher", seed=1)
+    out = tmp_path / "labels"
+    first = make_labels(teacher, data, out, {**LOOSE, "n_src": 3})
+    assert first["predicted"] == 10
+    net = load_mvs_net(teacher)
+
+    def depth_with(n_src, view=2):
+        item = data.with_sources(n_src).eval_items()[view]
+        batch = {k: torch.as_tensor(np.asarray(item[k], np.float32))[None]
+                 for k in ("images", "intrinsics", "extrinsics", "depth_min", "depth_max")}
+        return predict(net, batch)["depth"][0].numpy()
+
+    stored = load_npz(out / "depths" / "scan1" / f"{2:08d}.npz")["depth"]
+    np.testing.assert_allclose(stored, depth_with(3), rtol=0, atol=1e-4)
+    # the training samples' one source view gives another map (an untrained net: measured 8e-3 mm apart at most)
+    assert np.abs(stored - depth_with(1)).max() > 2e-3
+    again = make_labels(teacher, data, out, {**LOOSE, "n_src": 2})  # other inputs: every view predicted again
+    assert again["predicted"] == again["checked"] == 10
+    np.testing.assert_allclose(load_npz(out / "depths" / "scan1" / f"{2:08d}.npz")["depth"], depth_with(2),
+                               rtol=0, atol=1e-4)
+
+
 def fieldkd(args, cwd, uri):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     return subprocess.run([sys.executable, "-m", "fieldkd.platform.cli", *args], check=False, cwd=cwd, env=env,

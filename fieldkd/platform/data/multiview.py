@@ -191,6 +191,12 @@ class MultiViewData(Items):
                    height=scene.get("height"), width=scene.get("width"), light=scene.get("light"),
                    depth_num=scene.get("depth_num", DEFAULT_DEPTH_NUM), limits=ReadLimits.from_config(scene))
 
+    def with_sources(self, n_src: int) -> MultiViewData:
+        """The same scans, split and sizes with ``n_src`` source views per sample (self if unchanged)."""
+        if n_src == self.n_src:
+            return self
+        return MultiViewData(self.root, list(self.scans), self.split, **{**self.options, "n_src": n_src})
+
     def _lights(self, scan: dtu.Scan) -> list[int]:
         if scan.layout == "test":
             return []

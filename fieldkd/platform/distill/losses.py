@@ -230,6 +230,57 @@ def gaussian_kl(mu_p: torch.Tensor, sigma_p: torch.Tensor, mu_q: torch.Tensor, s
     return _masked_mean(values, mu_q)
 
 
+def discretised_gaussian(hypotheses: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor,
+                         min_sigma: float | torch.Tensor = MIN_SIGMA) -> torch.Tensor:
+    """The Gaussian N(mu, sigma^2) as a distribution over depth hypotheses (B, D, H, W), ascending
+    along D: each hypothesis gets the Gaussian's mass between the midpoints to its neighbours,
+    the first and the last also the tails beyond them, so the D values sum to 1 whatever the
+    spacing. ``mu``, ``sigma`` (B, H, W); sigma clamped below at ``min_sigma`` (a number, or a
+    tensor that broadcasts to the maps)."""
+    hyp = hypotheses.detach().float()
+    sigma = torch.maximum(sigma.detach().float(), torch.as_tensor(min_sigma, dtype=torch.float32,
+                                                                   device=sigma.device))
+    edges = 0.5 * (hyp[:, 1:] + hyp[:, :-1])  # (B, D-1, H, W)
+    cdf = torch.special.ndtr((edges - mu.detach().float()[:, None]) / sigma[:, None])
+    zeros, ones = torch.zeros_like(cdf[:, :1]), torch.ones_like(cdf[:, :1])
+    cdf = torch.cat([zeros, cdf, ones], dim=1)
+    return (cdf[:, 1:] - cdf[:, :-1]).clamp_min(0.0)
+
+
+def discretised_gaussian_kl(prob_volume: torch.Tensor, hypotheses: torch.Tensor, mu: torch.Tensor,
+                            sigma: torch.Tensor, min_sigma: float | torch.Tensor = MIN_SIGMA,
+                            mask: torch.Tensor | None = None, direction: str = "student||label",
+                            min_prob: float = MIN_PROB) -> torch.Tensor:
+    """Mean over the ``mask``ed pixels of a KL between the label N(mu, sigma^2) put on the volume's
+    own hypotheses (:func:`discretised_gaussian`, t) and the student's volume q (B, D, H, W).
+
+    Unlike :func:`gaussian_kl`, which compares the volume's mean and standard deviation with the
+    label's as two continuous Gaussians, this compares distributions over the same hypotheses, so
+    its minimum, 0 at q = t, is one the volume can reach at any spacing: where the label is much
+    narrower than the spacing t is one-hot at the nearest hypothesis (the cross-entropy's target),
+    and where it is as wide as the spacing t spreads over the neighbours, whose soft-argmin then
+    lands between them near mu. (The moments' KL asks a coarse volume for a Gaussian it cannot
+    hold: a mean between two hypotheses with a spread below their spacing.)
+
+    ``direction``: ``"student||label"``, sum q log(q / t) (the official direction; t clamped at
+    ``min_prob`` in the log), or ``"label||student"``, sum t log(t / q) (q clamped at ``min_prob``).
+    The label is detached.
+    """
+    if direction not in KL_DIRECTIONS:
+        raise ValueError(f"KL direction must be one of {KL_DIRECTIONS}, got {direction!r}")
+    if torch.is_tensor(min_sigma):
+        min_sigma = torch.broadcast_to(min_sigma.detach().float().to(mu.device), mu.shape)
+    target = discretised_gaussian(hypotheses, mu, sigma, min_sigma)
+    q = prob_volume.float()
+    if direction == "student||label":
+        values = (q * (torch.log(q.clamp_min(min_prob)) - torch.log(target.clamp_min(min_prob)))).sum(1)
+    else:
+        values = (torch.xlogy(target, target) - target * torch.log(q.clamp_min(min_prob))).sum(1)
+    if mask is not None:
+        values = values[mask.bool()]
+    return _masked_mean(values, q)
+
+
 def hypothesis_cross_entropy(volume: torch.Tensor, hypotheses: torch.Tensor, target_depth: torch.Tensor,
                              mask: torch.Tensor | None = None, *, log_probs: bool = False,
                              min_prob: float = MIN_PROB) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
     summary = make_labels(checkpoint, data, out_dir, {"workers": 2, "min_views": 7})
 
-1. Predict: one sample per training (scan, view) (the data module's lazy descriptors, read in
-   ``map_batches``) goes through an actor pool of :class:`DepthWriter` (``workers`` actors, each
+1. Predict: one sample per training (scan, view), with its ``n_src`` best source views (4 by
+   default, the official inference's five views, whatever the training samples use; the data
+   module's lazy descriptors, read in ``map_batches``), goes through an actor pool of :class:`DepthWriter` (``workers`` actors, each
    loading the teacher's checkpoint once, ``weights_only``). Each actor writes the view's depth
    and confidence, with its camera, to ``out_dir/depths/<scan>/<view>.npz`` and returns a small
    row; the arrays never travel through the object store.
@@ -14,7 +15,8 @@
    (scan, view, file, coverage, mean sigma, and the labels' errors where ground truth exists).
 
 Every file is written atomically, and a rerun skips the views whose files exist, so a killed
-job resumes. Changing the check's thresholds (``params.json``) redoes step 2 only.
+job resumes. Changing the check's thresholds (``params.json``) redoes step 2 only; changing
+``n_src`` (``predict.json``) redoes both.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ LABEL_DEFAULTS = {
     "cpus_per_worker": 1.0,
     "gpus_per_worker": 0.0,
     "batch_size": 1,  # samples per actor call
+    "n_src": 4,  # source views the teacher sees per predicted depth map (official inference: 4, five views)
     "min_views": 7,  # agreeing paired views a pixel needs (official script: 7; its argparse default: 5)
     "max_px": 1.0,  # reprojection error, pixels
     "max_rel": 0.005,  # relative depth difference
@@ -47,8 +50,8 @@ def label_options(cfg: dict | None, where: str = "labels") -> dict:
     if unknown:
         raise InputError(where, f"unknown keys {unknown}; known: {sorted(LABEL_DEFAULTS)}")
     out = {**LABEL_DEFAULTS, **cfg}
-    if int(out["workers"]) < 1 or int(out["min_views"]) < 1 or int(out["batch_size"]) < 1:
-        raise InputError(where, "workers, batch_size and min_views must be at least 1")
+    if min(int(out["workers"]), int(out["min_views"]), int(out["batch_size"]), int(out["n_src"])) < 1:
+        raise InputError(where, "workers, batch_size, min_views and n_src must be at least 1")
     return out
 
 
@@ -195,6 +198,13 @@ def make_labels(checkpoint: str, data, out_dir, cfg: dict | None = None, device:
     out.mkdir(parents=True, exist_ok=True)
     clean_stale(out)
     depth_dir, label_dir = out / "depths", out / "labels"
+    data = data.with_sources(int(opts["n_src"]))  # the teacher's views for prediction, not the training samples'
+    setup = {"n_src": int(opts["n_src"])}
+    setup_file = out / "predict.json"
+    if setup_file.exists() and json.loads(setup_file.read_text()) != setup:
+        for old in [*depth_dir.glob("*/*.npz"), *label_dir.glob("*/*.npz")]:  # other inputs: predict again
+            old.unlink()
+    write_text(setup_file, json.dumps(setup, sort_keys=True))
     predicted = _predict_missing(str(checkpoint), data, depth_dir, opts, device)
     params = {k: opts[k] for k in CHECK_KEYS}
     params_file = out / "params.json"

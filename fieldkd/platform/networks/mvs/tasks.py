@@ -16,6 +16,7 @@ import torch
 from ...distill.losses import KL_DIRECTIONS
 from ...errors import InputError
 from .losses import (
+    KL_FORMS,
     STUDENT_WEIGHTS,
     TEACHER_WEIGHTS,
     VIEW_SELECTIONS,
@@ -42,6 +43,10 @@ LABELLED_DEFAULTS = {
     "min_sigma_ratio": 0.25,
     "kl_direction": "student||label",  # official; "label||student" divides by the student's variance
     "stage_sigma_ratio": None,  # also clamp sigma at this fraction of each stage's hypothesis spacing
+    # discrete: the label's Gaussian put on the stage's hypotheses (a KL whose minimum the volume can reach at any
+    # spacing); moments: the volume's mean and std as a Gaussian (the official form; it loses to hard labels at the
+    # CPU sizes' spacing of 34/8/4 mm against labels ~1.4 mm wide, benchmarks/results/kdmvs_kl.md)
+    "kl_form": "discrete",
 }
 NET_INPUTS = ("images", "intrinsics", "extrinsics", "depth_min", "depth_max")
 
@@ -162,6 +167,8 @@ class LabelledMVSTask(_MVSTask):
             raise InputError("mvs_loss.weights", f"unknown terms {unknown}; known: {sorted(STUDENT_WEIGHTS)}")
         if self.cfg["kl_direction"] not in KL_DIRECTIONS:
             raise InputError("mvs_loss.kl_direction", f"must be one of {KL_DIRECTIONS}, got {self.cfg['kl_direction']!r}")
+        if self.cfg["kl_form"] not in KL_FORMS:
+            raise InputError("mvs_loss.kl_form", f"must be one of {KL_FORMS}, got {self.cfg['kl_form']!r}")
 
     def _min_sigma(self, batch: dict):
         if self.cfg["min_sigma"] is not None:
@@ -179,7 +186,7 @@ class LabelledMVSTask(_MVSTask):
         c = self.cfg
         loss, metrics = labelled_loss(out.stages, batch["label_mu"], batch["label_sigma"], batch["label_mask"],
                                       self._min_sigma(batch), c["stage_weights"], c["weights"], c["hard"],
-                                      c["kl_direction"], c["stage_sigma_ratio"])
+                                      c["kl_direction"], c["stage_sigma_ratio"], c["kl_form"])
         metrics.update(_depth_metrics(out, batch))
         b, _, _, h, w = batch["images"].shape
         return loss, metrics, b * h * w
