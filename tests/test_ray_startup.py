@@ -50,8 +50,8 @@ def user_env(ray_root: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_run(scene: Path, out: Path, env: dict[str, str], uri: str) -> subprocess.Popen:
-    args = ["run", "method=baseline", *tiny_run_overrides(scene, out, steps=20)]
+def start_run(scene: Path, out: Path, env: dict[str, str], uri: str, *extra: str) -> subprocess.Popen:
+    args = ["run", "method=baseline", *tiny_run_overrides(scene, out, steps=20), *extra]
     return subprocess.Popen([sys.executable, "-m", "fieldkd.platform.cli", *args], cwd=out.parent,
                             env={**env, "MLFLOW_TRACKING_URI": uri}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -62,6 +62,8 @@ def finish(proc: subprocess.Popen, timeout: float = 400) -> dict:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err[-4000:]
     assert "Token authentication is enabled" not in err  # Ray's start-up notice is dropped
+    # Ray's own processes (Train's placement-group cleaner) found this run's instance, not "multiple"
+    assert "multiple active Ray instances" not in err, err[-4000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["method"] == "baseline" and summary["run_id"]
     return summary
@@ -152,8 +154,9 @@ def test_without_ray_address_a_live_head_is_left_alone(live_head, tiny_blender, 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
     # Ray's own lookup of this process would find the head: plain ray.init() joined it and then
-    # refused the resources fieldkd asks for.
-    proc = start_run(tiny_blender, tmp_path / "out", user_env(live_head.root), uri)
+    # refused the resources fieldkd asks for. Two Ray Train workers: Ray Train's own processes
+    # look the instance up too.
+    proc = start_run(tiny_blender, tmp_path / "out", user_env(live_head.root), uri, "compute.workers=2")
     summary = finish(proc)
     strays = kill_strays(live_head.root)  # the head's own processes do not carry RAY_TMPDIR
     assert not strays, f"processes of the run left running: {strays}"

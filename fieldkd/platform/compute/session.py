@@ -75,11 +75,43 @@ def start_local(num_cpus: int | None = None, num_gpus: int | None = None, dashbo
     import ray
 
     quiet_token_notice()
-    with single_machine(), agent_port_of_its_own():
+    port = free_port() if dashboard else None
+    with single_machine(), agent_port_of_its_own(), state_api_at(port):
         # "local": a new instance even when `ray start` or a stale address file says otherwise.
         ray.init(address="local", num_cpus=num_cpus or machine_cpus(), num_gpus=num_gpus,
-                 include_dashboard=dashboard, dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK,
-                 namespace=namespace, log_to_driver=True, configure_logging=False)
+                 include_dashboard=dashboard, dashboard_host=LOOPBACK, dashboard_port=port or 8265,
+                 _node_ip_address=LOOPBACK, namespace=namespace, log_to_driver=True, configure_logging=False)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def state_api_at(port: int | None):
+    """While Ray starts, point its state API at this instance's dashboard: the processes it starts
+    keep the setting, this one gets its own back.
+
+    Ray Train's placement-group cleaner asks the state API whether the controller lives, and without
+    an address the API looks for *the* Ray instance on the machine; beside another one (a user's
+    `ray start`, another run) it fails with "Found multiple active Ray instances" and stops watching.
+    """
+    name = "RAY_API_SERVER_ADDRESS"
+    before = os.environ.get(name)
+    if port is not None:
+        os.environ[name] = f"http://{LOOPBACK}:{port}"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 @contextlib.contextmanager
