@@ -185,7 +185,7 @@ def speed(overrides: list[str], args) -> None:
                      f"{quality[run.name]:.2f}"])
     table = markdown_table(["variant", "overrides", f"steps/s (x {base})", f"samples/s (x {base})", "samples/s",
                             "field samples/step", f"test PSNR at step {args.quality_steps}"], rows)
-    text = (f"# Hash training step: what each speed-up buys, and the quality per step\n\n`{command_line()}`\n\n"
+    text = (f"# Training steps: what each variant buys, and the quality per step\n\n`{command_line()}`\n\n"
             f"Load average {load_before} before the timed steps, {load_after} after ({os.cpu_count()} cores, "
             f"{torch.get_num_threads()} torch thread(s)); ratios are measured in one run. {args.warmup} warm-up "
             f"steps each, then {args.rounds} interleaved rounds of {args.block} steps per variant; then each "
