@@ -77,7 +77,7 @@ def test_labelled_loss_with_the_discrete_form():
     torch.testing.assert_close(loss, 0.5 * kl + 2.0 * ce)
     assert metrics["train/stage1_kl"] == pytest.approx(float(kl))
     moments, _ = labelled_loss([{"prob_volume": prob, "hypotheses": hyp}], mu, sigma, mask, 0.01, stage_weights=(1.0,))
-    assert abs(float(moments - loss)) > 0.1  # the default form is another loss
+    assert abs(float(moments - loss)) > 0.1  # labelled_loss's own default, the moments' form, is another loss
     with pytest.raises(ValueError, match="KL form"):
         labelled_loss([{"prob_volume": prob, "hypotheses": hyp}], mu, sigma, mask, 0.01, kl_form="gauss")
     with pytest.raises(InputError, match="kl_form"):

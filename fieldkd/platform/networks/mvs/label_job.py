@@ -4,10 +4,11 @@
 
 1. Predict: one sample per training (scan, view), with its ``n_src`` best source views (4 by
    default, the official inference's five views, whatever the training samples use; the data
-   module's lazy descriptors, read in ``map_batches``), goes through an actor pool of :class:`DepthWriter` (``workers`` actors, each
-   loading the teacher's checkpoint once, ``weights_only``). Each actor writes the view's depth
-   and confidence, with its camera, to ``out_dir/depths/<scan>/<view>.npz`` and returns a small
-   row; the arrays never travel through the object store.
+   module's lazy descriptors, read in ``map_batches``), goes through an actor pool of
+   :class:`DepthWriter` (``workers`` actors, each loading the teacher's checkpoint once,
+   ``weights_only``). Each actor writes the view's depth and confidence, with its camera, to
+   ``out_dir/depths/<scan>/<view>.npz`` and returns a small row; the arrays never travel through
+   the object store.
 2. Check: each reference view's depth against its paired views' (pair.txt, up to 10) by
    reprojection (:func:`.labels.pseudo_labels` with ``max_px``, ``max_rel``, ``min_views``,
    ``min_conf``); labels outside the scan's depth range are dropped. Written to
@@ -16,7 +17,7 @@
 
 Every file is written atomically, and a rerun skips the views whose files exist, so a killed
 job resumes. Changing the check's thresholds (``params.json``) redoes step 2 only; changing
-``n_src`` (``predict.json``) redoes both.
+``n_src`` (``predict.json``; a folder without that record counts as changed) redoes both.
 """
 
 from __future__ import annotations
@@ -201,7 +202,8 @@ def make_labels(checkpoint: str, data, out_dir, cfg: dict | None = None, device:
     data = data.with_sources(int(opts["n_src"]))  # the teacher's views for prediction, not the training samples'
     setup = {"n_src": int(opts["n_src"])}
     setup_file = out / "predict.json"
-    if setup_file.exists() and json.loads(setup_file.read_text()) != setup:
+    stale = not setup_file.exists() or json.loads(setup_file.read_text()) != setup  # no record: inputs unknown
+    if stale:
         for old in [*depth_dir.glob("*/*.npz"), *label_dir.glob("*/*.npz")]:  # other inputs: predict again
             old.unlink()
     write_text(setup_file, json.dumps(setup, sort_keys=True))
