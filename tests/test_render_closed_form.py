@@ -7,7 +7,7 @@ import torch
 
 from fieldkd.platform.render import OccupancyGrid, Renderer, RenderConfig, composite, ray_aabb_intersect, stratified
 from fieldkd.platform.render.renderer import MIN_REFRESH_CELLS
-from fieldkd.platform.render.packed import composite_packed
+from fieldkd.platform.render.packed import composite_packed, visible_samples
 from fieldkd.platform.scenes.cameras import look_at, rays_through_pixels
 
 # Every rendering test runs on the padded (rays, samples) layout and on packed samples (render.packed).
@@ -43,6 +43,9 @@ def test_composite_onto_background(packed):
     out = composite_in(packed, densities, t[:, :-1], t[:, 1:], colors, background=torch.tensor([0.0, 0.0, 1.0]))
     keep = math.exp(-0.3 * 2.0)
     assert torch.allclose(out["rgb"], torch.tensor([[1 - keep, 0.0, keep]]), atol=1e-5)
+
+
+AABB = torch.tensor([[-1.0] * 3, [1.0] * 3])
 
 
 def test_ray_box_intersection():
@@ -189,3 +192,37 @@ def test_training_renders_count_their_field_samples_for_the_next_refresh():
     out = renderer.render_rays(SolidSphere(), rays, train=True)
     renderer.render_rays(SolidSphere(), rays, train=False)  # a test render does not count
     assert out["n_samples"] > 0 and renderer.samples_since_refresh == out["n_samples"]
+
+
+def test_visible_samples_by_hand():
+    # Unit steps. Ray 0: empty, nearly empty (alpha 1e-6), a wall (alpha ~1), then what the wall hides.
+    # Ray 1: a thin haze (alpha 0.01 each), all of it seen.
+    densities = torch.tensor([0.0, 1e-6, 50.0, 1.0, 1.0, 0.01, 0.01, 0.01])
+    t_starts = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 0.0, 1.0, 2.0])
+    rays = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1])
+    keep = visible_samples(densities, t_starts, t_starts + 1.0, rays, 2, min_alpha=1e-4, min_transmittance=1e-4)
+    assert keep.tolist() == [False, False, True, False, False, True, True, True]
+    # Transmittance alone keeps the transparent samples in front of the wall.
+    keep = visible_samples(densities, t_starts, t_starts + 1.0, rays, 2, min_alpha=0.0, min_transmittance=1e-4)
+    assert keep.tolist() == [True, True, True, False, False, True, True, True]
+
+
+@LAYOUTS
+def test_a_density_pass_evaluates_only_visible_samples_and_keeps_the_image(packed):
+    sphere = SolidSphere()
+    c2w = look_at(torch.tensor([0.0, -3.0, 1.0]), torch.zeros(3))[None]
+    n = 64  # an 8 x 8 grid of pixels over the whole 32 x 32 image
+    rays = rays_through_pixels(c2w.expand(n, 4, 4), torch.full((n,), 40.0), torch.full((n,), 40.0),
+                               torch.full((n,), 16.0), torch.full((n,), 16.0),
+                               torch.arange(n).float() % 8 * 4 + 2, torch.arange(n).float() // 8 * 4 + 2)
+    config = dict(samples_per_ray=256, occupancy=False, packed=packed)
+    every = Renderer(AABB, 0.1, 10.0, torch.ones(3), RenderConfig(**config))
+    visible = Renderer(AABB, 0.1, 10.0, torch.ones(3), RenderConfig(**config, min_alpha=1e-4, min_transmittance=1e-4))
+    a, b = every.render_rays(sphere, rays), visible.render_rays(sphere, rays)
+    hits = int((a["opacity"] > 0.5).sum())
+    assert 0 < hits < n
+    assert b["n_samples"] == hits  # the ball is opaque within one step: one sample per ray that meets it
+    for key in ("rgb", "opacity", "depth"):
+        assert torch.allclose(a[key], b[key], atol=1e-4), key
+    # Per-sample losses see every sample.
+    assert visible.render_rays(sphere, rays, with_samples=True)["n_samples"] == a["n_samples"]

@@ -382,6 +382,51 @@ def test_render_image_returns_extras_and_batches_without_samples_keep_their_keys
     assert out["normal"].shape == (3, 3) and (out["normal"] == 0).all() and out["uncertainty"].shape == (3,)
 
 
+def test_the_trunk_activation_is_softplus_with_its_first_and_second_derivatives():
+    from fieldkd.platform.fields.nets import SmoothRelu
+
+    wide = torch.linspace(-2.0, 2.0, 401).double()
+    # torch's softplus returns x itself beyond beta x = 20, 2e-11 from the exact value there
+    torch.testing.assert_close(SmoothRelu(100.0)(wide), torch.nn.functional.softplus(wide, beta=100.0),
+                               atol=1e-10, rtol=0)
+    x = torch.linspace(-0.19, 0.19, 381).double().requires_grad_()  # below that threshold
+    ours, reference = SmoothRelu(100.0)(x), torch.nn.functional.softplus(x, beta=100.0)
+    (d_ours,) = torch.autograd.grad(ours.sum(), x, create_graph=True)
+    (d_ref,) = torch.autograd.grad(reference.sum(), x, create_graph=True)
+    torch.testing.assert_close(d_ours, d_ref)
+    (dd_ours,) = torch.autograd.grad(d_ours.sum(), x)
+    (dd_ref,) = torch.autograd.grad(d_ref.sum(), x)
+    torch.testing.assert_close(dd_ours, dd_ref)
+    small = torch.randn(6, 4, dtype=torch.float64) * 0.02
+    assert torch.autograd.gradgradcheck(SmoothRelu(100.0), (small.requires_grad_(),))
+
+
+def test_skipping_invisible_samples_keeps_the_training_gradient():
+    # A fresh SDF (a sphere of radius 0.6): the samples it skips are far from the surface or behind
+    # it, and the pixels and the parameters' gradient are those of evaluating every sample.
+    field = make(CUBE, uncertainty=True, beta_init=0.03)
+    c2w = look_at(torch.tensor([2.5, 1.0, 0.5]), torch.zeros(3))[None]
+    f, n = torch.tensor([10.0]), 64
+    rays = rays_through_pixels(c2w.expand(n, 4, 4), f.expand(n), f.expand(n), torch.full((n,), 4.0),
+                               torch.full((n,), 4.0), torch.arange(n).float() % 8, torch.arange(n).float() // 8)
+    results = []
+    for skip in (0.0, 1e-4):
+        renderer = Renderer(CUBE, 0.1, 10.0, torch.ones(3), RenderConfig(
+            samples_per_ray=128, occupancy=False, min_alpha=skip, min_transmittance=skip))
+        field.zero_grad(set_to_none=True)
+        torch.manual_seed(3)  # the same jitter
+        out = renderer.render_rays(field, rays, train=True)
+        (out["rgb"].sum() + out["normal"].sum() + out["uncertainty"].sum()).backward()
+        grad = torch.cat([p.grad.reshape(-1) for p in field.parameters() if p.grad is not None])
+        results.append((out, grad))
+    (every, grad_every), (visible, grad_visible) = results
+    assert visible["n_samples"] < 0.75 * every["n_samples"]
+    for key in ("rgb", "opacity", "normal", "uncertainty"):
+        torch.testing.assert_close(visible[key], every[key], atol=2e-3, rtol=0)
+    assert torch.nn.functional.cosine_similarity(grad_visible, grad_every, dim=0) > 0.999
+    assert (grad_visible.norm() / grad_every.norm() - 1).abs() < 0.01
+
+
 def sphere_cameras():
     from fieldkd.platform.scenes.cameras import Cameras
 

@@ -22,6 +22,37 @@ def make_mlp(in_dim: int, out_dim: int, hidden: int = 64, n_layers: int = 2) -> 
     return nn.Sequential(*layers)
 
 
+class _SmoothRelu(torch.autograd.Function):
+    """softplus(beta x) / beta, twice differentiable: the backward is written in torch ops."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, beta: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.beta = beta
+        bx = x * beta
+        # relu(bx) + log(1 + e^-|bx|): the exponent is clamped where the term is below 1e-13, and
+        # log(1 + .) replaces log1p; torch's CPU softplus and log1p take a slow path on those
+        # tiny values (5-7x slower on a trained SDF trunk's activations).
+        return (torch.relu(bx) + torch.log(1.0 + torch.exp(-bx.abs().clamp(max=30.0)))) / beta
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return grad * torch.sigmoid(x * ctx.beta), None
+
+
+class SmoothRelu(nn.Module):
+    """nn.Softplus(beta) to within 1e-7 / beta, faster on the CPU, with the same first and second
+    derivatives (the normals of an SDF are an input gradient, and training differentiates them)."""
+
+    def __init__(self, beta: float = 100.0):
+        super().__init__()
+        self.beta = float(beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _SmoothRelu.apply(x, self.beta)
+
+
 class SkipMLP(nn.Module):
     """NeRF's trunk: ``depth`` ReLU layers of ``width``; after each layer index
     in ``skips`` the network input is concatenated back in; then a linear
@@ -74,7 +105,7 @@ class SDFMLP(nn.Module):
             layers.append(nn.Linear(width + (in_dim if i - 1 in self.skips else 0), width))
         self.layers = nn.ModuleList(layers)
         self.out = nn.Linear(width, out_dim)
-        self.activation = nn.Softplus(beta=softplus_beta)
+        self.activation = SmoothRelu(softplus_beta)
         self._geometric_init(in_dim, width, radius, inside_out, n_xyz)
 
     @torch.no_grad()

@@ -74,3 +74,19 @@ def composite_values_packed(weights: torch.Tensor, values: torch.Tensor, ray_ind
     """:func:`composite.composite_values` on packed samples: (N,), (N[, C]) -> (R[, C])."""
     weighted = weights * values if values.dim() == 1 else weights[:, None] * values
     return segment_sum(weighted, ray_indices, n_rays)
+
+
+def visible_samples(densities: torch.Tensor, t_starts: torch.Tensor, t_ends: torch.Tensor,
+                    ray_indices: torch.Tensor, n_rays: int, min_alpha: float,
+                    min_transmittance: float) -> torch.Tensor:
+    """Which packed samples can change their pixel (N,) bool: opacity above ``min_alpha`` and
+    transmittance at the sample's start above ``min_transmittance``.
+
+    Dropping the others changes a pixel by at most ``min_transmittance`` plus the summed
+    opacity of the dropped transparent samples.
+    """
+    alphas = alphas_from_densities(densities, t_ends - t_starts)
+    log_keep = torch.log1p(-alphas.clamp(max=1.0 - 1e-7))
+    light = torch.exp(exclusive_segment_cumsum(log_keep, ray_indices, n_rays))
+    keep = light > min_transmittance
+    return keep & (alphas > min_alpha) if min_alpha > 0 else keep

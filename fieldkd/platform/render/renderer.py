@@ -7,6 +7,14 @@ and are composited by per-ray segment sums (render/packed.py). With
 ``packed=False`` they are scattered back into the (rays, samples) layout, dead
 samples at zero density, and composited there: the same result, slower.
 
+With ``min_alpha`` or ``min_transmittance`` above zero, a cheap pass first asks
+the field for the density alone, without gradients, at every live sample, and
+keeps only the samples that can change the pixel: opaque enough, and in front
+of the point where the ray's transmittance has run out (nerfacc's ``alpha_thre``
+and ``early_stop_eps``). It pays where a sample's full evaluation costs many
+density evaluations: a neural SDF's normals are an input gradient, and training
+differentiates through them again.
+
 With ``sampler="proposal"`` there is no grid: small proposal networks place the
 samples (render/proposal.py), and a training render also returns
 ``proposal_loss``, which trains them; their parameters and state are the renderer's.
@@ -21,7 +29,7 @@ import torch
 from ..scenes.cameras import Cameras, Rays
 from .composite import composite, composite_values
 from .occupancy import OccupancyGrid
-from .packed import composite_packed, composite_values_packed
+from .packed import composite_packed, composite_values_packed, visible_samples
 from .proposal import ProposalConfig, ProposalSampler, midpoints
 from .samplers import ray_bounds, stratified
 
@@ -47,6 +55,10 @@ class RenderConfig:
     proposal_resolution: int = 128  # finest level of each proposal network's hash grid
     proposal_log2_hashmap_size: int = 16
     proposal_loss_weight: float = 1.0  # weight of the interlevel loss that trains the proposal networks
+    # Skip samples of opacity below min_alpha, and those where less than min_transmittance of the
+    # light is left; judged from a density-only pass without gradients. 0: no pass.
+    min_alpha: float = 0.0
+    min_transmittance: float = 0.0
 
     def proposal_config(self) -> ProposalConfig:
         return ProposalConfig(tuple(int(n) for n in self.proposal_samples), int(self.proposal_final_samples),
@@ -119,6 +131,9 @@ class Renderer:
         live = t_ends > t_starts
         if self.grid is not None:
             live &= self.grid.query(points)
+        if (self.cfg.min_alpha > 0 or self.cfg.min_transmittance > 0) and not with_samples:
+            # Per-sample losses (distillation) compare every sample: they keep them all.
+            live = self._visible(field, points, live, t_starts, t_ends)
 
         if self.cfg.packed:
             out, output, extras = self._composite_packed(field, rays, points, live, t_starts, t_ends)
@@ -137,6 +152,21 @@ class Renderer:
         if with_samples:
             out.update(points=points, live=live, field_output=output, t_starts=t_starts, t_ends=t_ends)
         return out, tuple(extras)
+
+    @torch.no_grad()
+    def _visible(self, field, points, live, t_starts, t_ends) -> torch.Tensor:
+        """The live samples that are opaque enough and still reached by enough light."""
+        ray_idx, sample_idx = live.nonzero(as_tuple=True)
+        if not ray_idx.numel():
+            return live
+        model = getattr(field, "module", field)  # the field itself, not its DDP wrapper: no gradient here
+        densities = model.density(points[ray_idx, sample_idx]).to(t_starts.dtype)
+        starts, ends = t_starts[ray_idx, sample_idx], t_ends[ray_idx, sample_idx]
+        keep = visible_samples(densities, starts, ends, ray_idx, t_starts.shape[0],
+                               self.cfg.min_alpha, self.cfg.min_transmittance)
+        visible = torch.zeros_like(live)
+        visible[ray_idx[keep], sample_idx[keep]] = True
+        return visible
 
     def _composite_dense(self, field, rays: Rays, points, live, t_starts, t_ends):
         n_samples = t_starts.shape[1]
