@@ -39,6 +39,13 @@ def exclusive_segment_cumsum(values: torch.Tensor, ray_indices: torch.Tensor, n_
     return (exclusive - exclusive[segment_starts(ray_indices, n_rays)]).to(values.dtype)
 
 
+def segment_transmittance(alphas: torch.Tensor, ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:
+    """Light reaching the start of each packed sample: prod of (1 - alpha) over the earlier samples
+    of its ray (N,)."""
+    log_keep = torch.log1p(-alphas.clamp(max=1.0 - 1e-7))
+    return torch.exp(exclusive_segment_cumsum(log_keep, ray_indices, n_rays))
+
+
 def composite_packed(
     densities: torch.Tensor,
     t_starts: torch.Tensor,
@@ -55,8 +62,7 @@ def composite_packed(
     same definitions (and the same clamps) as the padded version.
     """
     alphas = alphas_from_densities(densities, t_ends - t_starts)
-    log_keep = torch.log1p(-alphas.clamp(max=1.0 - 1e-7))
-    weights = torch.exp(exclusive_segment_cumsum(log_keep, ray_indices, n_rays)) * alphas
+    weights = segment_transmittance(alphas, ray_indices, n_rays) * alphas
     opacity = segment_sum(weights, ray_indices, n_rays)
     mids = 0.5 * (t_starts + t_ends)
     depth = segment_sum(weights * mids, ray_indices, n_rays) / opacity.clamp(min=1e-6)
@@ -86,7 +92,5 @@ def visible_samples(densities: torch.Tensor, t_starts: torch.Tensor, t_ends: tor
     opacity of the dropped transparent samples.
     """
     alphas = alphas_from_densities(densities, t_ends - t_starts)
-    log_keep = torch.log1p(-alphas.clamp(max=1.0 - 1e-7))
-    light = torch.exp(exclusive_segment_cumsum(log_keep, ray_indices, n_rays))
-    keep = light > min_transmittance
+    keep = segment_transmittance(alphas, ray_indices, n_rays) > min_transmittance
     return keep & (alphas > min_alpha) if min_alpha > 0 else keep
