@@ -3,11 +3,15 @@ workers that hold every CPU of the machine."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from fieldkd.platform.data.rays import COLUMNS, split_rows, stream, write_ray_shards
+from fieldkd.platform.data.rays import COLUMNS, split_rows, write_ray_shards
+from fieldkd.platform.data.row_groups import stream
 from fieldkd.platform.scenes import load_scene
 
 
@@ -59,3 +63,12 @@ def test_the_stream_reads_every_row_while_the_cores_are_taken(shards, local_ray)
 def test_an_empty_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         stream(tmp_path)
+
+
+def test_the_reader_that_ray_data_runs_imports_no_torch():
+    """Ray Data's fresh worker processes import the reader's module before the first row: it must stay
+    light (torch alone costs them over a second)."""
+    code = ("import sys, fieldkd.platform.data.row_groups; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert found.strip() == "[]", found

@@ -258,8 +258,16 @@ def test_local_instance_listens_on_loopback_only(ray_root, monkeypatch):
             def pid(self):
                 return os.getpid()
 
+            def environment(self, name):
+                return os.environ.get(name)
+
         probe = Probe.remote()
         worker = ray.get(probe.pid.remote())
+        # What Ray's processes were started with: Ray Train's quicker health check, and the state API
+        # of this instance's own dashboard.
+        assert ray.get(probe.environment.remote("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")) == "0.5"
+        dashboard_url = ray._private.worker.get_dashboard_url()
+        assert ray.get(probe.environment.remote("RAY_API_SERVER_ADDRESS")) == f"http://{dashboard_url}"
         node = next(n for n in ray.nodes() if n["Alive"])
         gcs_port = int(ray.get_runtime_context().gcs_address.rsplit(":", 1)[1])
         dashboard_port = int(ray._private.worker.get_dashboard_url().rsplit(":", 1)[1])
@@ -286,7 +294,8 @@ def test_local_instance_listens_on_loopback_only(ray_root, monkeypatch):
     finally:
         ray.shutdown()
         other_agent.close()
-    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") is None  # only Ray's processes keep the setting
+    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_API_SERVER_ADDRESS"):
+        assert os.environ.get(name) is None, name  # only Ray's processes keep the setting
 
 
 def ours_since(earlier: set[int]) -> set[int]:

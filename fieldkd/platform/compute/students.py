@@ -39,7 +39,7 @@ def fit_distributed(request: StageRequest, body) -> StageOutcome:
                                                        num_gpus=1 if use_gpu else 0).remote(request))
     datasets = {}
     if shards is not None:
-        from ..data.rays import stream
+        from ..data.row_groups import stream
 
         datasets["train"] = stream(shards)  # streamed: read as the workers consume it
     trainer = TorchTrainer(

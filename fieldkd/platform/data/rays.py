@@ -7,7 +7,7 @@ distance to camera z, and the pixel's colour. Rows are shuffled once with a seed
 that workers reading contiguous shards still see a mix of views. Columns are plain float32 scalars:
 they stream through Ray Data and arrive in a worker as ready-made tensors.
 
-:func:`stream` reads any such shard set lazily (the rays here, a teacher-sample store): row groups
+:func:`.row_groups.stream` reads any such shard set lazily (the rays here, a teacher-sample store): row groups
 are read as the workers ask for them, never the whole set at once.
 """
 
@@ -68,31 +68,6 @@ def batch_to_rays(batch: dict[str, torch.Tensor], device: torch.device) -> tuple
     colors = torch.stack([col["r"], col["g"], col["b"]], dim=-1)
     return Rays(origins, directions, col["z_scale"]), colors
 
-
-
-def stream(directory: str | Path):
-    """A Ray Data dataset of the ``shard-*.parquet`` files in ``directory``, read one row group at a
-    time as the workers consume it (only the footers are read here).
-
-    Reading asks for no CPU: Ray Train's workers hold the cores (on a 2-core machine, all of them),
-    and a read that waited for one would stall the workers it feeds. Ray's own Parquet reader lists
-    files in a task that takes a CPU, so it cannot start beside them; a row group is decompressed
-    on the workers' cores instead."""
-    import ray
-
-    ray.data.DataContext.get_current().enable_progress_bars = False  # the training bar is the one to watch
-    groups = [{"path": str(path), "group": group} for path in sorted(Path(directory).glob("shard-*.parquet"))
-              for group in range(pq.ParquetFile(path).metadata.num_row_groups)]
-    if not groups:
-        raise FileNotFoundError(f"{directory}: no shard-*.parquet files to stream")
-    return ray.data.from_items(groups, override_num_blocks=len(groups)).map_batches(
-        read_row_groups, batch_size=1, batch_format="pyarrow", num_cpus=0)
-
-
-def read_row_groups(items: pa.Table) -> pa.Table:
-    """The row groups that ``items`` (columns ``path``, ``group``) name, as one table."""
-    paths, groups = items.column("path").to_pylist(), items.column("group").to_pylist()
-    return pa.concat_tables([pq.ParquetFile(path).read_row_group(group) for path, group in zip(paths, groups)])
 
 
 class ShardRays:

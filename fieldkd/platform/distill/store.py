@@ -359,7 +359,7 @@ class StoreSource:
 
 class DatasetShardSource:
     """Batches from a Ray Data dataset (shard) of a store, for Ray Train workers:
-    :func:`..data.rays.stream` (store) streams the same rows as :class:`StoreSource`
+    :func:`..data.row_groups.stream` (store) streams the same rows as :class:`StoreSource`
     (in no guaranteed order across files unless the dataset preserves order)."""
 
     def __init__(self, dataset, samples_per_ray: int, batch_rays: int, device="cpu"):

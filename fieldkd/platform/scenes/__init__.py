@@ -23,14 +23,21 @@ Public API
     model per split (:mod:`lens`; rays are cast through it).
 """
 
-from .cache import default_scene_dir
-from .cameras import Cameras, Rays
-from .generator import write_scene
-from .limits import ReadLimits
-from .registry import FORMATS, READERS, WRITERS, load_scene
-from .scene import Scene, SceneSplit
+from importlib import import_module
+
+# Imported on first use (PEP 562): the readers that Ray Data's workers run (DTU's, KITTI-360's) then
+# load without the generator, and with it torch, which costs a fresh process over a second.
+_HOMES = {"default_scene_dir": "cache", "Cameras": "cameras", "Rays": "cameras", "write_scene": "generator",
+          "ReadLimits": "limits", "FORMATS": "registry", "READERS": "registry", "WRITERS": "registry",
+          "load_scene": "registry", "Scene": "scene", "SceneSplit": "scene"}
 
 __all__ = [
     "load_scene", "write_scene", "default_scene_dir", "Scene", "SceneSplit", "Cameras", "Rays",
     "FORMATS", "READERS", "WRITERS", "ReadLimits",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_HOMES[name]}", __name__), name)
