@@ -224,14 +224,15 @@ def profile(overrides: list[str], args) -> None:
         [f"sampling, culling, {'packed' if cfg['render']['packed'] else 'padded'} compositing, loss (fwd + bwd)",
          layout / step],
     ]
+    run.count_touched = False  # the profiled steps are plain steps: counting rows adds two passes over the table
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(args.profiled_steps):
             run.step()
     ops = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=40)
     table = markdown_table(["part of a default hash training step", "share of the step"], rows)
     text = (f"# Where a default hash training step goes (CPU)\n\n`{command_line()}`\n\n"
-            f"Shared, loaded machine (load average {load_before} before, {load_average()} after, "
-            f"{os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s)): shares of the step, not "
+            f"Load average {load_before} before, {load_average()} after ("
+            f"{os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s)); shares of the step, not "
             f"absolute times. Default config (hash field, torch backend, {cfg['trainer']['batch_rays']} rays x "
             f"{cfg['render']['samples_per_ray']} samples, occupancy grid), steps {args.warmup}-"
             f"{args.warmup + args.steps} (after the grid's warm-up), mean "
