@@ -7,8 +7,8 @@ distance to camera z, and the pixel's colour. Rows are shuffled once with a seed
 that workers reading contiguous shards still see a mix of views. Columns are plain float32 scalars:
 they stream through Ray Data and arrive in a worker as ready-made tensors.
 
-:func:`.row_groups.stream` reads any such shard set lazily (the rays here, a teacher-sample store): row groups
-are read as the workers ask for them, never the whole set at once.
+:func:`.row_groups.stream` reads any such shard set lazily (the rays here, a teacher-sample store):
+row groups are read as the workers ask for them, never the whole set at once.
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ def batch_to_rays(batch: dict[str, torch.Tensor], device: torch.device) -> tuple
     directions = torch.stack([col["dx"], col["dy"], col["dz"]], dim=-1)
     colors = torch.stack([col["r"], col["g"], col["b"]], dim=-1)
     return Rays(origins, directions, col["z_scale"]), colors
-
 
 
 class ShardRays:

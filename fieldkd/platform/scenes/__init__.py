@@ -25,8 +25,8 @@ Public API
 
 from importlib import import_module
 
-# Imported on first use (PEP 562): the readers that Ray Data's workers run (DTU's, KITTI-360's) then
-# load without the generator, and with it torch, which costs a fresh process over a second.
+# Imported on first use (PEP 562): a reader that Ray Data's workers run (DTU's) then loads without the
+# generator, and with it torch, which costs a fresh process over a second.
 _HOMES = {"default_scene_dir": "cache", "Cameras": "cameras", "Rays": "cameras", "write_scene": "generator",
           "ReadLimits": "limits", "FORMATS": "registry", "READERS": "registry", "WRITERS": "registry",
           "load_scene": "registry", "Scene": "scene", "SceneSplit": "scene"}
