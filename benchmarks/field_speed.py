@@ -3,7 +3,9 @@
     python benchmarks/field_speed.py --points 65536 --threads 2
 
 Uses each field's default (CPU-sized) config unless ``--tiny``; prints one
-line per field. Best of ``--repeats`` runs after one warm-up.
+line per field, and for the hash field one per CPU path of its torch backend
+(torch operations, and the compiled kernel where it is built). Best of
+``--repeats`` runs after one warm-up.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 import torch
 
 from fieldkd.platform.fields import FIELDS, build_field
+from fieldkd.platform.fields.encodings.hashgrid_cpu import compiled_kernel_built
 from fieldkd.platform.fields.presets import TINY_CONFIGS
 
 
@@ -67,11 +70,16 @@ def main(argv=None) -> None:
     print(f"{args.points} points, {torch.get_num_threads()} threads")
     for name in args.fields:
         cfg = dict(TINY_CONFIGS[name]) if args.tiny else {}
+        variants = [(name, cfg)]
         if name == "hash":
             cfg.setdefault("backend", "torch")
-        r = bench_field(name, cfg, args.points, args.repeats)
-        print(f"{name:8s} params={r['params']:>10,d}  forward={r['forward_s']:.3f}s  "
-              f"fwd+bwd={r['fwd_bwd_s']:.3f}s  density={r['density_s']:.3f}s")
+            variants = [("hash/ops", {**cfg, "hash_kernel": "torch"})]
+            if compiled_kernel_built():
+                variants.append(("hash/c", {**cfg, "hash_kernel": "compiled"}))
+        for label, options in variants:
+            r = bench_field(name, options, args.points, args.repeats)
+            print(f"{label:8s} params={r['params']:>10,d}  forward={r['forward_s']:.3f}s  "
+                  f"fwd+bwd={r['fwd_bwd_s']:.3f}s  density={r['density_s']:.3f}s")
 
 
 if __name__ == "__main__":

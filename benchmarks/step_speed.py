@@ -70,11 +70,13 @@ def scene_of(cfg: dict):
 
 
 VARIANTS = {
-    "before": ["trainer.fused=false", "render.occupancy_refresh_share=null"],
+    "before": ["trainer.fused=false", "render.occupancy_refresh_share=null", "field.hash_kernel=torch"],
     "defaults": [],
     "full_refresh": ["render.occupancy_refresh_share=null"],
     "packed": ["render.packed=true"],
     "sparse_adam": ["trainer.optimizer=sparse_adam"],
+    # the hash grid on torch operations alone, without the compiled CPU kernel
+    "torch_ops": ["field.hash_kernel=torch"],
     # without a tight box (rooms: field=sdf scene=indoor): every sample of the march, or proposals
     "dense": ["render.occupancy=false"],
     "proposal": ["render.sampler=proposal"],

@@ -2,6 +2,9 @@
 continuity, and gradients; plus tcnn parity where tinycudann and CUDA exist."""
 
 import math
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +14,17 @@ from fieldkd.platform.fields.encodings.gather import weighted_gather
 from fieldkd.platform.fields.encodings.hashgrid import (
     INIT_RANGE, HashGridConfig, TorchHashGrid, corner_indices,
 )
+from fieldkd.platform.fields.encodings.hashgrid_cpu import compiled_kernel_built
 from fieldkd.platform.fields.encodings.hashgrid_math import (
     cell_position, dense_index, level_index, spatial_hash,
 )
+
+NOT_BUILT = "the compiled CPU kernel is not built (no C compiler at install)"
+# The closed-form interpolation tests run on both CPU paths of the torch backend.
+PATHS = pytest.mark.parametrize("compiled", [
+    pytest.param(False, id="torch_ops"),
+    pytest.param(True, id="compiled", marks=pytest.mark.skipif(not compiled_kernel_built(), reason=NOT_BUILT)),
+])
 
 
 def random_table(grid, seed=0):
@@ -101,29 +112,32 @@ def test_vectorised_indices_match_per_corner_reference():
 
 # -- interpolation --------------------------------------------------------------
 
-def test_vertex_returns_stored_embedding_exactly_dense():
+@PATHS
+def test_vertex_returns_stored_embedding_exactly_dense(compiled):
     # base 17 -> scale 16: u = (2k - 1) / 32 lands exactly on vertex k.
     cfg = HashGridConfig(n_levels=1, base_resolution=17, max_resolution=None, log2_hashmap_size=14)
-    grid = random_table(TorchHashGrid(cfg))
+    grid = random_table(TorchHashGrid(cfg, compiled=compiled))
     assert grid.layout.dense == (True,) and grid.layout.resolutions == (17,)
     k = torch.randint(1, 17, (200, 3), generator=torch.Generator().manual_seed(0))
     out = grid((2 * k - 1).float() / 32)
     assert torch.equal(out, grid.table[dense_index(k, 17)])
 
 
-def test_vertex_returns_stored_embedding_exactly_hashed():
+@PATHS
+def test_vertex_returns_stored_embedding_exactly_hashed(compiled):
     # base 33 -> scale 32, and 33^3 > 2^10 forces hashing.
     cfg = HashGridConfig(n_levels=1, base_resolution=33, max_resolution=None, log2_hashmap_size=10)
-    grid = random_table(TorchHashGrid(cfg))
+    grid = random_table(TorchHashGrid(cfg, compiled=compiled))
     assert grid.layout.dense == (False,)
     k = torch.randint(1, 33, (200, 3), generator=torch.Generator().manual_seed(0))
     out = grid((2 * k - 1).float() / 64)
     assert torch.equal(out, grid.table[spatial_hash(k) % 1024])
 
 
-def test_vertices_of_every_level():
+@PATHS
+def test_vertices_of_every_level(compiled):
     cfg = HashGridConfig(n_levels=16, log2_hashmap_size=15, max_resolution=512)
-    grid = random_table(TorchHashGrid(cfg))
+    grid = random_table(TorchHashGrid(cfg, compiled=compiled))
     lay = grid.layout
     g = torch.Generator().manual_seed(2)
     for level, s in enumerate(lay.scales):
@@ -134,9 +148,10 @@ def test_vertices_of_every_level():
         torch.testing.assert_close(feats, stored, atol=1e-4, rtol=0)
 
 
-def test_interpolation_is_continuous_across_cell_boundaries():
+@PATHS
+def test_interpolation_is_continuous_across_cell_boundaries(compiled):
     cfg = HashGridConfig(n_levels=16, log2_hashmap_size=15, max_resolution=512)
-    grid = random_table(TorchHashGrid(cfg))  # entries in [-1, 1]
+    grid = random_table(TorchHashGrid(cfg, compiled=compiled))  # entries in [-1, 1]
     g = torch.Generator().manual_seed(3)
     eps = 1e-5
     for level, s in enumerate(grid.layout.scales):
@@ -152,10 +167,10 @@ def test_interpolation_is_continuous_across_cell_boundaries():
         assert jump <= 2 * s * 2 * eps * 1.5 + 1e-5, (level, jump.item())
 
 
-def linear_table_grid(a):
+def linear_table_grid(a, compiled=False):
     """One dense level (scale 8) whose vertex (x, y, z) stores a . (x, y, z)."""
     cfg = HashGridConfig(n_levels=1, base_resolution=9, max_resolution=None, log2_hashmap_size=12)
-    grid = TorchHashGrid(cfg)
+    grid = TorchHashGrid(cfg, compiled=compiled)
     zyx = torch.stack(torch.meshgrid(*[torch.arange(9)] * 3, indexing="ij"), -1).reshape(-1, 3)
     xyz = zyx.flip(-1)
     with torch.no_grad():
@@ -164,11 +179,12 @@ def linear_table_grid(a):
     return grid
 
 
-def test_trilinear_interpolation_reproduces_linear_functions():
+@PATHS
+def test_trilinear_interpolation_reproduces_linear_functions(compiled):
     # Trilinear weights sum to one and are linear in position, so a table
     # holding a linear function of the vertex is interpolated exactly.
     a = torch.tensor([0.3, -0.7, 1.1])
-    grid = linear_table_grid(a)
+    grid = linear_table_grid(a, compiled)
     u = torch.rand(100, 3, generator=torch.Generator().manual_seed(4)) * 0.85  # inside the grid
     torch.testing.assert_close(grid(u)[:, 0], (u * 8.0 + 0.5) @ a, atol=1e-5, rtol=0)
 
@@ -189,6 +205,96 @@ def test_input_gradient_of_linear_table():
     u = (torch.rand(50, 3, generator=torch.Generator().manual_seed(5)) * 0.85).requires_grad_()
     grid(u)[:, 0].sum().backward()
     torch.testing.assert_close(u.grad, (8.0 * a).expand(50, 3), atol=1e-4, rtol=0)
+
+
+# -- the compiled CPU kernel ------------------------------------------------------
+
+needs_kernel = pytest.mark.skipif(not compiled_kernel_built(), reason=NOT_BUILT)
+
+
+def test_compiled_kernel_is_built_where_a_compiler_is():
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        pytest.skip("no C compiler on this machine: the torch operations serve alone")
+    assert compiled_kernel_built(), "pip install -e . builds fieldkd's hash-grid kernel where a C compiler is"
+
+
+@needs_kernel
+def test_shipped_code_without_the_kernel_finds_the_installed_one(tmp_path):
+    # A Ray job's working_dir shadows the installed fieldkd and carries no compiled file.
+    from fieldkd.platform.fields.encodings import hashgrid_cpu
+
+    assert hashgrid_cpu.installed_copy([str(tmp_path)]) is None
+    built = Path(hashgrid_cpu._hashgrid_cpu.__file__)
+    folder = tmp_path.joinpath("fieldkd", "platform", "fields", "encodings")
+    folder.mkdir(parents=True)
+    shutil.copy(built, folder / built.name)
+    copy = hashgrid_cpu.installed_copy([str(tmp_path)])
+    assert copy is not None and Path(copy.__file__).parent == folder
+    assert copy.VERSION == hashgrid_cpu.KERNEL_VERSION
+
+
+def _forward_backward(grid, u, grad_out):
+    grid.table.grad = None
+    out = grid(u)
+    (out * grad_out).sum().backward()
+    return out.detach(), grid.table.grad.clone(), type(out.grad_fn).__name__
+
+
+@needs_kernel
+@pytest.mark.parametrize("cfg", [
+    HashGridConfig(),  # the default: 5 dense levels, 11 hashed
+    HashGridConfig(n_levels=6, n_features_per_level=4, log2_hashmap_size=11, base_resolution=5,
+                   max_resolution=300),
+])
+def test_compiled_kernel_matches_torch_operations(cfg):
+    g = torch.Generator().manual_seed(7)
+    # Points beyond [0, 1] too: negative cells and indices that wrap must agree as well.
+    u = torch.rand(4000, 3, generator=g) * 1.2 - 0.1
+    u[:5] = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.5], [0.5, 0.5, 0.5], [-0.05, 1.05, 0.2]])
+    grad_out = torch.randn(4000, cfg.out_dim, generator=g)
+    ops = _forward_backward(random_table(TorchHashGrid(cfg, compiled=False)), u, grad_out)
+    kernel = _forward_backward(random_table(TorchHashGrid(cfg, compiled=True)), u, grad_out)
+    assert "EncodeOnCPU" in kernel[2] and "EncodeOnCPU" not in ops[2]
+    torch.testing.assert_close(kernel[0], ops[0], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(kernel[1], ops[1], atol=1e-5, rtol=1e-6)
+    assert kernel[1].abs().sum() > 0
+
+
+@needs_kernel
+def test_compiled_kernel_gives_the_same_bits_on_any_thread_count():
+    cfg = HashGridConfig(n_levels=8, log2_hashmap_size=12)
+    grid = random_table(TorchHashGrid(cfg, compiled=True))
+    g = torch.Generator().manual_seed(8)
+    u, grad_out = torch.rand(30000, 3, generator=g), torch.randn(30000, cfg.out_dim, generator=g)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _forward_backward(grid, u, grad_out)
+        torch.set_num_threads(3)  # levels split 3-2-3 ways: each thread writes its own levels' rows
+        three = _forward_backward(grid, u, grad_out)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], three[0]) and torch.equal(one[1], three[1])
+
+
+@needs_kernel
+def test_points_that_need_a_gradient_take_the_torch_operations():
+    a = torch.tensor([0.3, -0.7, 1.1])
+    grid = linear_table_grid(a, compiled=True)
+    u = (torch.rand(50, 3, generator=torch.Generator().manual_seed(5)) * 0.85).requires_grad_()
+    out = grid(u)
+    assert "EncodeOnCPU" not in type(out.grad_fn).__name__
+    out[:, 0].sum().backward()
+    torch.testing.assert_close(u.grad, (8.0 * a).expand(50, 3), atol=1e-4, rtol=0)
+
+
+def test_hash_field_option_picks_the_cpu_path():
+    box = [[-1.0] * 3, [1.0] * 3]
+    small = dict(backend="torch", n_levels=2, log2_hashmap_size=10, max_resolution=32)
+    assert build_field("hash", box, hash_kernel="torch", **small).encoding.compiled is False
+    assert build_field("hash", box, **small).encoding.compiled is compiled_kernel_built()
+    with pytest.raises(ValueError, match="hash kernel"):
+        build_field("hash", box, hash_kernel="fast", **small)
 
 
 # -- tcnn parity (needs tinycudann and CUDA) --------------------------------------

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .gather import weighted_gather
+from .hashgrid_cpu import compiled_kernel_built, encode_on_cpu, kernel_applies, level_table
 from .hashgrid_math import HASH_PRIMES, LevelLayout, cell_position, level_layout, per_level_scale_for
 
 INIT_RANGE = 1e-4  # tcnn initialises every table entry uniformly in +-1e-4
@@ -117,12 +118,20 @@ def corner_indices(cell: torch.Tensor, layout: LevelLayout) -> torch.Tensor:
 
 
 class TorchHashGrid(nn.Module):
-    """Pure-PyTorch hash grid; runs anywhere, all levels in one batched gather."""
+    """PyTorch hash grid; runs anywhere, all levels in one batched gather.
+
+    On the CPU it takes the compiled kernel where that is built and applies (``compiled``:
+    None means whenever it can, False never); the results are the same.
+    """
 
     backend = "torch"
 
-    def __init__(self, config: HashGridConfig | None = None):
+    def __init__(self, config: HashGridConfig | None = None, compiled: bool | None = None):
         super().__init__()
+        self.compiled = compiled_kernel_built() if compiled is None else bool(compiled)
+        if self.compiled and not compiled_kernel_built():
+            raise RuntimeError("the hash grid's compiled CPU kernel is not built "
+                               "(reinstall fieldkd where a C compiler is available)")
         self.config = config or HashGridConfig()
         self.layout = self.config.layout()
         if self.layout.n_entries >= 2**31:
@@ -130,10 +139,13 @@ class TorchHashGrid(nn.Module):
         self.out_dim = self.config.out_dim
         # Derived from the config, so kept out of the state dict.
         self.register_buffer("scales", torch.tensor(self.layout.scales, dtype=torch.float32), persistent=False)
+        self.register_buffer("levels", level_table(self.layout), persistent=False)
         table = torch.empty(self.layout.n_entries, self.config.n_features_per_level)
         self.table = nn.Parameter(table.uniform_(-INIT_RANGE, INIT_RANGE))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
+        if self.compiled and kernel_applies(u, self.table):
+            return encode_on_cpu(u, self.table, self.scales, self.levels)
         cell, frac = cell_position(u.float(), self.scales)
         idx = corner_indices(cell, self.layout)
         w = corner_weights(frac)

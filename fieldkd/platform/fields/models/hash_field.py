@@ -19,12 +19,12 @@ class HashField(FeatureField):
                  n_features_per_level: int = 2, log2_hashmap_size: int = 17,
                  base_resolution: int = 16, max_resolution: int | None = 512,
                  per_level_scale: float | None = None, sigma_layers: int = 2,
-                 sigma_hidden: int = 64, grid_lr_scale: float = 1.0, **common):
+                 sigma_hidden: int = 64, grid_lr_scale: float = 1.0, hash_kernel: str = "auto", **common):
         super().__init__(aabb, grid_lr_scale=grid_lr_scale, **common)
         self.backend = pick_hash_backend(backend)
         self.grid_config = HashGridConfig(n_levels, n_features_per_level, log2_hashmap_size,
                                           base_resolution, max_resolution, per_level_scale)
-        self.encoding = make_hash_grid(self.grid_config, self.backend)
+        self.encoding = make_hash_grid(self.grid_config, self.backend, hash_kernel)
         self.sigma_net = make_mlp(self.grid_config.out_dim, FEATURE_DIM, sigma_hidden, sigma_layers)
 
     def encode_feature(self, u: torch.Tensor) -> torch.Tensor:
