@@ -18,7 +18,7 @@ from torch.autograd.function import once_differentiable
 
 from .hashgrid_math import LevelLayout
 
-KERNEL_VERSION = 1  # hashgrid_cpu.c's KERNEL_VERSION: the arguments and arithmetic this file expects
+KERNEL_VERSION = 2  # hashgrid_cpu.c's KERNEL_VERSION: the arguments and arithmetic this file expects
 _NAME = __name__.rsplit(".", 1)[0] + "._hashgrid_cpu"
 
 
