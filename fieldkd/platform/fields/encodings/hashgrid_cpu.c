@@ -17,6 +17,9 @@
 #include <string.h>
 
 #define MAX_THREADS 256
+#ifndef BLOCK
+#define BLOCK 32  /* points whose table rows are prefetched together */
+#endif
 
 typedef struct {
     const float *u;          /* (n, 3) points in [0, 1] */
@@ -72,22 +75,35 @@ __attribute__((target_clones("fma", "default")))
 #endif
 static void run_level(const Job *job, int level) {
     const int F = job->F, width = job->n_levels * F;
-    int64_t row[8];
-    float weight[8];
-    for (int64_t i = 0; i < job->n; i++) {
-        corners(job, level, i, row, weight);
-        if (job->backward) {
-            const float *g = job->grad_out + i * width + level * F;
+    const float *rows_of = job->backward ? job->out : job->table;
+    int64_t row[BLOCK][8];
+    float weight[BLOCK][8];
+    for (int64_t first = 0; first < job->n; first += BLOCK) {
+        const int m = job->n - first < BLOCK ? (int)(job->n - first) : BLOCK;
+        /* A step's points meet a table that is not in cache: ask for a block's rows before
+         * using any of them, so that their loads from memory overlap. */
+        for (int j = 0; j < m; j++) {
+            corners(job, level, first + j, row[j], weight[j]);
             for (int k = 0; k < 8; k++) {
-                float *dst = job->out + row[k] * F;
-                for (int f = 0; f < F; f++) dst[f] += g[f] * weight[k];
+                if (job->backward) __builtin_prefetch(rows_of + row[j][k] * F, 1, 3);  /* to write */
+                else __builtin_prefetch(rows_of + row[j][k] * F, 0, 3);
             }
-        } else {
-            float *dst = job->out + i * width + level * F;
-            for (int f = 0; f < F; f++) {
-                float acc = 0.0f;
-                for (int k = 0; k < 8; k++) acc = fmaf(weight[k], job->table[row[k] * F + f], acc);
-                dst[f] = acc;
+        }
+        for (int j = 0; j < m; j++) {
+            const int64_t i = first + j;
+            if (job->backward) {
+                const float *g = job->grad_out + i * width + level * F;
+                for (int k = 0; k < 8; k++) {
+                    float *dst = job->out + row[j][k] * F;
+                    for (int f = 0; f < F; f++) dst[f] += g[f] * weight[j][k];
+                }
+            } else {
+                float *dst = job->out + i * width + level * F;
+                for (int f = 0; f < F; f++) {
+                    float acc = 0.0f;
+                    for (int k = 0; k < 8; k++) acc = fmaf(weight[j][k], job->table[row[j][k] * F + f], acc);
+                    dst[f] = acc;
+                }
             }
         }
     }
