@@ -74,12 +74,12 @@ def stage_curves(tracking_uri: str, run_id: str) -> tuple[list[tuple[float, floa
     client = MlflowClient(tracking_uri)
     parent = client.get_run(run_id)
     runs = [parent, *client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")]
-    for run in runs:
-        history = client.get_metric_history(run.info.run_id, "val/psnr")
-        if history:
+    for run in runs:  # the training stage: the run with training speeds (a short one may have no val/psnr yet)
+        rates = [m.value for m in client.get_metric_history(run.info.run_id, "train/samples_per_second")]
+        if rates:
             start = run.info.start_time
+            history = client.get_metric_history(run.info.run_id, "val/psnr")
             curve = sorted(((m.timestamp - start) / 1000.0, m.value) for m in history)
-            rates = [m.value for m in client.get_metric_history(run.info.run_id, "train/samples_per_second")]
             return curve, rates, run.data.metrics
     return [], [], {}
 

@@ -8,6 +8,7 @@ point gradient (an SDF's normals, the eikonal term) takes the torch operations, 
 
 from __future__ import annotations
 
+import importlib
 import importlib.machinery
 import importlib.util
 import sysconfig
@@ -40,7 +41,7 @@ def installed_copy(site_dirs: list[str] | None = None):
 
 def _load():
     try:
-        from . import _hashgrid_cpu as module
+        module = importlib.import_module(_NAME)
     except ImportError:  # not built here: installed without a C compiler, or shipped code
         module = installed_copy()
     return module if getattr(module, "VERSION", None) == KERNEL_VERSION else None
