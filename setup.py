@@ -7,7 +7,8 @@ from setuptools import Extension, setup
 HASHGRID_CPU = Extension(
     "fieldkd.platform.fields.encodings._hashgrid_cpu",
     sources=["fieldkd/platform/fields/encodings/hashgrid_cpu.c"],
-    # No fused multiply-add: the kernel must round exactly as the torch operations do.
+    # No implicit fused multiply-adds: the kernel rounds as the torch operations do (its one
+    # explicit fmaf is the order of torch's embedding_bag).
     extra_compile_args=["-O3", "-std=c11", "-ffp-contract=off", "-pthread"],
     extra_link_args=["-pthread"],
     optional=True,

@@ -9,8 +9,8 @@ photometric task in this process, as a plain training stage does, and steps it
 by hand: render and loss, backward, optimizer step, occupancy refresh.
 
 Speed mode trains one copy per variant (VARIANTS: config overrides on top of the
-defaults; "before" is the step as it was before the fused optimizer and the
-capped occupancy refresh) from the same seed, each warmed up past the occupancy
+defaults; "before" is the step as it was before the fused optimizer, the
+capped occupancy refresh and the hash grid's compiled CPU kernel) from the same seed, each warmed up past the occupancy
 grid's warm-up, then times them in interleaved blocks of steps (so that a shared
 machine's changing load hits all alike) and reports steps/s and samples/s
 relative to the first variant. Then every variant trains on to
