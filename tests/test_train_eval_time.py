@@ -84,3 +84,11 @@ def test_validation_pauses_the_stage_clock():
     assert len(val) >= 2 and result.stopped_by == "time"
     assert result.seconds == pytest.approx(2.6, abs=0.15)
     assert wall >= result.seconds + 0.25 * len(val) - 0.05
+
+
+def test_validation_time_is_logged_beside_the_training_time():
+    # val/seconds: the periodic validation so far, which train/seconds leaves out (each takes 0.25 s)
+    _, _, val = run(eval_every=10_000, eval_every_seconds=0.05, max_seconds=2.6, eval_s=0.25)
+    spent = [m["val/seconds"] for _, m in val]
+    assert len(spent) >= 2
+    assert spent == pytest.approx([0.25 * (k + 1) for k in range(len(spent))], abs=0.05)
