@@ -2,6 +2,7 @@
 
     python benchmarks/kdmvs_label_sweep.py [--teacher PATH] [--seed 0] [--steps N] [--size HxW]
                                            [--workdir DIR] [--set KEY=VALUE ...]
+                                           [--settings V,PX,REL;...] [--name NAME]
 
 One trained teacher for every setting: --teacher, or the teacher of a first run
 (`fieldkd run method=kdmvs`) that also gives the official thresholds' row. Each setting is one
@@ -11,7 +12,7 @@ pixels kept), their mean sigma, their error against the training scans' ground-t
 (mean absolute, share within 2 mm) and the round-1 student's DTU metrics on the test scans.
 Finished runs are kept under --workdir (resumable).
 
-Writes results/kdmvs_label_sweep.json and results/kdmvs_label_sweep.md.
+Writes results/kdmvs_label_sweep.json and .md (``--name`` to change, e.g. one file per seed).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def main() -> None:
     parser.add_argument("--size", default=None, metavar="HxW")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "fieldkd-bench-kdmvs-labels"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--settings", default=None, metavar="V,PX,REL;...",
+                        help="the threshold settings to run (default: all five; the official one is always first)")
+    parser.add_argument("--name", default="kdmvs_label_sweep")
     args = parser.parse_args()
     sets = list(args.set)
     if args.steps is not None:
@@ -52,8 +56,12 @@ def main() -> None:
     if teacher is None:  # train one, with the official thresholds: that run is the first row
         first = resumable_run(workdir, "teacher_run", base)
         teacher = str(workdir / "outputs" / first["run_id"] / "teacher" / "last.pt")
+    settings = SETTINGS
+    if args.settings:
+        chosen = [(int(v), float(px), float(rel)) for v, px, rel in (t.split(",") for t in args.settings.split(";"))]
+        settings = (SETTINGS[0], *(t for t in chosen if t != SETTINGS[0]))
     found = {}
-    for views, px, rel in SETTINGS:
+    for views, px, rel in settings:
         name = f"v{views}_px{px:g}_rel{rel:g}"
         overrides = [f"kdmvs.labels.min_views={views}", f"kdmvs.labels.max_px={px}", f"kdmvs.labels.max_rel={rel}"]
         if first is not None and (views, px, rel) == SETTINGS[0]:
@@ -65,7 +73,7 @@ def main() -> None:
 
     rows, payload = [], {"command": command_line(), "seed": args.seed, "overrides": sets, "teacher": "given"
                          if args.teacher else "trained by the first run", "settings": {}}
-    for (views, px, rel), (name, summary) in zip(SETTINGS, found.items()):
+    for (views, px, rel), (name, summary) in zip(settings, found.items()):
         m = summary["metrics"]
         payload["settings"][name] = {"min_views": views, "max_px": px, "max_rel": rel,
                                      "metrics": {k: v for k, v in m.items() if "/" in k}}
@@ -82,7 +90,7 @@ def main() -> None:
                             "student overall (mm)"], rows)
     text = (f"KD-MVS label thresholds, one teacher, seed {args.seed}; overrides: {' '.join(sets) or 'none'}. "
             f"The first row is the official setting.\n\n{table}\n\nCommand: `{command_line()}`\n")
-    write_results("kdmvs_label_sweep", payload, text)
+    write_results(args.name, payload, text)
 
 
 if __name__ == "__main__":

@@ -240,6 +240,23 @@ def test_kd_term_is_zero_for_identical_densities_and_never_reaches_the_teacher()
     assert kd_density_loss(torch.tensor([1.0]), torch.tensor([0.5])).item() == pytest.approx(1e-2 * 0.5)
 
 
+def test_kd_clip_on_the_teacher_only_still_pulls_an_overfilled_student_down():
+    teacher = torch.tensor([0.1, 3.0, 3.0, 0.5])
+    student = torch.tensor([5.0, 5.0, 1.0, 0.2], requires_grad=True)
+    # official: both clipped to 2; the first sample (student 5 over teacher 0.1) has no gradient
+    both = kd_density_loss(student, teacher, weight=1.0, clip=2.0)
+    assert both.item() == pytest.approx((1.9 + 0.0 + 1.0 + 0.3) / 4)
+    (grad,) = torch.autograd.grad(both, student)
+    assert grad.tolist() == pytest.approx([0.0, 0.0, -0.25, -0.25])
+    # teacher-side clip: |5 - 0.1|, nothing for a student above a saturated teacher, up to 2 below it
+    one = kd_density_loss(student, teacher, weight=1.0, clip=2.0, clip_form="teacher")
+    assert one.item() == pytest.approx((4.9 + 0.0 + 1.0 + 0.3) / 4)
+    (grad,) = torch.autograd.grad(one, student)
+    assert grad.tolist() == pytest.approx([0.25, 0.0, -0.25, -0.25])
+    with pytest.raises(ValueError):
+        kd_density_loss(student, teacher, clip_form="student")
+
+
 def test_reconstruction_takes_the_best_usable_frame_and_drops_invalid_rays():
     torch.manual_seed(0)
     target = torch.rand(2, 3, 8, 8)

@@ -67,15 +67,30 @@ def edge_aware_smoothness(depth: torch.Tensor, image: torch.Tensor) -> torch.Ten
     return (dx * torch.exp(-ix)).mean() + (dy * torch.exp(-iy)).mean()
 
 
-def kd_density_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None,
-                    weight: float = KD_WEIGHT, clip: float = KD_CLIP) -> torch.Tensor:
-    """``weight`` x L1 between student and teacher densities (already through softplus),
-    each clipped to [0, clip]; the teacher is detached, so no gradient reaches it.
+KD_CLIP_FORMS = ("both", "teacher")
 
+
+def kd_density_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None,
+                    weight: float = KD_WEIGHT, clip: float = KD_CLIP, clip_form: str = "both") -> torch.Tensor:
+    """``weight`` x L1 between student and teacher densities (already through softplus); the
+    teacher is detached, so no gradient reaches it.
+
+    clip_form "both" (the official): each density clipped to [0, clip], so a student density above
+    the clip gets no gradient, even where the teacher's is near 0. "teacher": the clip saturates the
+    teacher only (a teacher density at or above it means "at least clip"): the student is pulled down
+    to a teacher below the clip from any height, and only up to the clip where the teacher is above.
     mask: the samples that count (inside the input view's frustum); none left gives 0."""
     if student.shape != teacher.shape:
         raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} densities differ")
-    s, t = student.clamp(0.0, clip), teacher.detach().clamp(0.0, clip)
+    if clip_form not in KD_CLIP_FORMS:
+        raise ValueError(f"KD clip form must be one of {KD_CLIP_FORMS}, got {clip_form!r}")
+    teacher = teacher.detach()
+    if clip_form == "both":
+        s, t = student.clamp(0.0, clip), teacher.clamp(0.0, clip)
+    else:
+        saturated = teacher >= clip
+        s = torch.where(saturated, student.clamp(max=clip), student)
+        t = teacher.clamp(0.0, clip)
     if mask is not None:
         s, t = s[mask], t[mask]
     if s.numel() == 0:

@@ -41,6 +41,7 @@ TASK_DEFAULTS = dict(
     max_invalid=0.9,        # a ray with more of its weight on invalid samples is dropped
     kd_weight=1e-2,
     kd_clip=2.0,
+    kd_clip_form="both",    # both: student and teacher clipped (official) | teacher: only the teacher (losses.py)
     render_head=None,       # distillation only: "single", "multi" or "both" (see DistilledBTSTask)
     head_lr_scale=1.0,      # the density heads' learning rate over the encoder-decoder's (see param_groups)
 )
@@ -280,7 +281,7 @@ class DistilledBTSTask(_BTSTask):
                 with torch.no_grad():
                     teacher = _flat(self.teacher.density(teacher_feats, k, c2w, pts, head="multi"))
             kd = kd_density_loss(student.density, teacher.density, student.valid, self.cfg["kd_weight"],
-                                 self.cfg["kd_clip"])
+                                 self.cfg["kd_clip"], self.cfg["kd_clip_form"])
             rendered = {"single": [student], "multi": [teacher], "both": [student, teacher]}[self.render_head]
             return rendered, kd
         return fn
