@@ -2,11 +2,11 @@
 and hard labels, over seeds.
 
     python benchmarks/kdmvs.py [--seeds 0,1,2] [--rounds 2] [--steps N] [--size HxW] [--workdir DIR]
-                               [--set KEY=VALUE ...]
+                               [--labels prob,hard] [--name kdmvs] [--set KEY=VALUE ...]
 
 Per seed, two runs of the real CLI: `fieldkd run method=kdmvs kdmvs.rounds=R seed=S` (probabilistic
 labels; trains the teacher), then `kdmvs.labels.kind=hard kdmvs.teacher=<that teacher>` (the same
-teacher, hard labels). `--set` adds overrides to every run (e.g. trainer.steps=300); `--steps` and
+teacher, hard labels; `--labels prob` leaves them out). `--set` adds overrides to every run (e.g. trainer.steps=300); `--steps` and
 `--size` bound the cost (trainer.steps, scene.height/width: sides multiples of 32). Each finished
 run's summary is kept under --workdir, so a rerun with the same --workdir skips it (resumable).
 
@@ -44,7 +44,7 @@ def spread(values: list[float]) -> str:
     return f"{np.mean(values):.3g} ± {np.std(values):.2g}" if len(values) > 1 else f"{values[0]:.3g}"
 
 
-def figure(workdir: Path, runs: dict, sets: list[str], last: str) -> Path | None:
+def figure(workdir: Path, runs: dict, sets: list[str], last: str, name: str = "kdmvs") -> Path | None:
     """The first test scan's fused clouds of the first seed: teacher, the ``last`` round's students,
     ground truth."""
     from PIL import Image
@@ -70,7 +70,7 @@ def figure(workdir: Path, runs: dict, sets: list[str], last: str) -> Path | None
         points, _ = ply.read_points(path)
         clouds.append((points, error_coloured(points, gt, vmax=ERROR_VMAX_MM)))
     clouds.append((gt, np.full((len(gt), 3), 96, np.uint8)))
-    out = RESULTS / "kdmvs.png"
+    out = RESULTS / f"{name}.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
     Image.fromarray(cloud_figure(clouds, size=384)).save(out)
     return out
@@ -85,6 +85,9 @@ def main() -> None:
                         help="an override for every run (repeatable)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per stage (trainer.steps)")
     parser.add_argument("--size", default=None, metavar="HxW", help="image size, sides multiples of 32 (e.g. 64x96)")
+    parser.add_argument("--labels", default="prob,hard", choices=("prob", "prob,hard"),
+                        help="label kinds: the hard-label runs are the ablation")
+    parser.add_argument("--name", default="kdmvs", help="results file name")
     args = parser.parse_args()
     if args.steps is not None:
         args.set.append(f"trainer.steps={args.steps}")
@@ -92,6 +95,7 @@ def main() -> None:
         height, width = (int(v) for v in args.size.lower().split("x"))
         args.set += [f"scene.height={height}", f"scene.width={width}"]
     seeds = [int(s) for s in args.seeds.split(",")]
+    kinds = args.labels.split(",")
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -100,14 +104,16 @@ def main() -> None:
         base = ["method=kdmvs", f"kdmvs.rounds={args.rounds}", f"seed={seed}", *args.set]
         prob = resumable_run(workdir, f"prob_s{seed}", base)
         teacher = workdir / "outputs" / prob["run_id"] / "teacher" / "last.pt"
-        hard = resumable_run(workdir, f"hard_s{seed}", [*base, "kdmvs.labels.kind=hard", f"kdmvs.teacher={teacher}"])
-        per_seed[seed] = {"prob": prob, "hard": hard}
+        per_seed[seed] = {"prob": prob}
+        if "hard" in kinds:
+            per_seed[seed]["hard"] = resumable_run(workdir, f"hard_s{seed}",
+                                                   [*base, "kdmvs.labels.kind=hard", f"kdmvs.teacher={teacher}"])
 
     students = [f"student_{r}" for r in range(1, args.rounds + 1)]
     rows, payload = [], {"command": command_line(), "seeds": seeds, "rounds": args.rounds, "overrides": args.set,
                          "rows": {}}
     for label, kind, stage in ROWS:
-        if stage != "teacher" and stage not in students:
+        if (stage != "teacher" and stage not in students) or kind not in kinds:
             continue
         found = [stage_metrics(per_seed[s][kind], stage) for s in seeds]
         labels = [per_seed[s][kind]["metrics"].get(f"labels_{stage[-1]}/coverage") if stage != "teacher" else None
@@ -119,11 +125,11 @@ def main() -> None:
     for s in seeds:
         teacher = stage_metrics(per_seed[s]["prob"], "teacher")
         row = {}
-        for kind in ("prob", "hard"):
+        for kind in kinds:
             student = stage_metrics(per_seed[s][kind], "student_1")
             for key in ("mvs/overall", "mvs/completeness"):
                 row[f"{kind} student_1 - teacher, {key}"] = student[key] - teacher[key]
-        for stage in students:
+        for stage in students if "hard" in kinds else ():
             hard, prob = stage_metrics(per_seed[s]["hard"], stage), stage_metrics(per_seed[s]["prob"], stage)
             row[f"hard - prob, {stage}, mvs/overall"] = hard["mvs/overall"] - prob["mvs/overall"]
         deltas[s] = row
@@ -135,7 +141,7 @@ def main() -> None:
     for s in seeds:
         teacher = stage_metrics(per_seed[s]["prob"], "teacher")
         models = [("teacher", teacher)] + [(f"student_1 {kind}", stage_metrics(per_seed[s][kind], "student_1"))
-                                           for kind in ("prob", "hard")]
+                                           for kind in kinds]
         for name, m in models:
             met = "" if name == "teacher" else ("yes" if all(m[k] < teacher[k] for k in CLAIM) else "no")
             if met:
@@ -146,11 +152,11 @@ def main() -> None:
     seed_table = markdown_table(["seed", "model", "acc (mm)", "comp (mm)", "overall (mm)",
                                  "below the teacher on overall and comp"], seed_rows)
     summary = "; ".join(f"{name} labels: {sum(v.values())} of {len(v)} seeds" for name, v in verdicts.items())
-    seconds = [per_seed[s][k]["wall_seconds"] for s in seeds for k in ("prob", "hard")]
+    seconds = [per_seed[s][k]["wall_seconds"] for s in seeds for k in kinds]
     payload["wall_seconds"] = seconds
     table = markdown_table(["model", "acc (mm)", "comp (mm)", "overall (mm)", "depth abs err (mm)",
                             "within 2 mm", "label coverage"], rows)
-    picture = figure(workdir, per_seed[seeds[0]], args.set, students[-1])
+    picture = figure(workdir, per_seed[seeds[0]], args.set, students[-1], args.name) if "hard" in kinds else None
     text = (f"KD-MVS on the generated DTU test scans; seeds {args.seeds}; overrides: "
             f"{' '.join(args.set) or 'none'}. Mean ± std over seeds.\n\n{table}\n\n"
             f"Per seed (mm, lower is better; the claim: the round-1 student below its teacher on overall and "
@@ -162,7 +168,7 @@ def main() -> None:
         text += f"\n![fused clouds coloured by error, 0-{ERROR_VMAX_MM:g} mm: teacher, {students[-1]} prob., " \
                 f"{students[-1]} hard, " \
                 f"ground truth]({picture.name})\n"
-    write_results("kdmvs", payload, text)
+    write_results(args.name, payload, text)
 
 
 if __name__ == "__main__":
