@@ -241,7 +241,8 @@ class Trainer:
                 paused += eval_cost
                 window_start += eval_cost  # samples/s of training alone
                 last_eval_at = elapsed()
-                # val/seconds: all periodic validation so far, which train/seconds leaves out
+                # val/seconds: the periodic validation so far (since this process took the stage up),
+                # which train/seconds leaves out
                 self.log({**last_eval, "train/seconds": last_eval_at, "val/seconds": paused}, step)
             if self.checkpoints and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 self._save(task, optimizer, step, elapsed())
