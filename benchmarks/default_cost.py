@@ -14,7 +14,8 @@ the wall-time estimate on that many idle cores (for a run that keeps them busy).
 
 Each stage's training, periodic validation and final evaluation seconds are read back from the
 run's MLflow children (``train/seconds``, ``val/seconds``, ``eval/seconds``), with evaluation's
-share of the stages' time. KD-MVS and KDBTS have their issues' wall-time targets; other methods
+share of the stages' busy time (training + validation + evaluation: a stage's run also spans its
+wait for a free CPU, as DaC's experts queue for theirs). KD-MVS and KDBTS have their issues' wall-time targets; other methods
 are measured without one. Writes results/<method>_cost.json and .md (``--name`` to change).
 """
 
@@ -142,14 +143,15 @@ def main() -> None:
     m, score = found["metrics"], SCORE.get(method, DEFAULT_SCORE)
     stages = found["stages"]
     spent = {k: v["val_seconds"] + v["eval_seconds"] for k, v in stages.items()}
-    staged = sum(v["run_seconds"] for v in stages.values())
+    busy = {k: v["train_seconds"] + spent[k] for k, v in stages.items()}
+    staged = sum(busy.values())
     found["evaluation_share"] = sum(spent.values()) / staged if staged else None
     row = [f"fieldkd run method={method} " + " ".join(args.set), f"{found['wall_seconds'] / 60:.1f}",
            f"{found['cpu_seconds']:.0f}", f"{found['peak_rss_tree_gib']:.2f}", f"{found['peak_pss_tree_gib']:.2f}",
            f"{found['load_before'][0]:.2f} / {found['load_after'][0]:.2f}", f"{m.get(score, float('nan')):.4g}",
            "-" if found["evaluation_share"] is None else f"{100 * found['evaluation_share']:.0f} %"]
     header = ["run", "wall min", "CPU s (user+sys, tree)", "peak RSS sum, tree (GiB)", "peak PSS sum, tree (GiB)",
-              "load 1-min before / after", f"final {score}", "evaluation, share of the stages' time"]
+              "load 1-min before / after", f"final {score}", "evaluation, share of the stages' busy time"]
     if target is not None:
         header.append(f"<= {target:.0f} min and < {TARGET_GIB:.0f} GiB")
         row.append("yes" if found["exit_code"] == 0 and found["wall_seconds"] / 60 <= target and
@@ -157,9 +159,9 @@ def main() -> None:
     table = markdown_table(header, [row])
     per_stage = markdown_table(
         ["stage", "training s", "periodic validation s", "final evaluation s", "run s (all of the stage)",
-         "evaluation share"],
+         "evaluation share (of training + validation + evaluation)"],
         [[k, f"{v['train_seconds']:.0f}", f"{v['val_seconds']:.0f}", f"{v['eval_seconds']:.0f}",
-          f"{v['run_seconds']:.0f}", f"{100 * spent[k] / v['run_seconds']:.0f} %" if v["run_seconds"] else "-"]
+          f"{v['run_seconds']:.0f}", f"{100 * spent[k] / busy[k]:.0f} %" if busy[k] else "-"]
          for k, v in stages.items()])
     machine = ("The machine was idle when the run started (1-min load below "
                f"{IDLE_LOAD}) and nothing else ran beside it." if idle else
@@ -169,8 +171,8 @@ def main() -> None:
             f"CLI, Ray's services and workers) under {TARGET_GIB:.0f} GiB" if target is not None else
             "peak memory is the whole process tree's (the CLI, Ray's services and workers)")
     text = (f"Cost of `fieldkd run method={method}`; {goal}. Evaluation's share: periodic validation and final "
-            f"evaluation over the stages' summed run time (stages that run side by side, such as DaC's experts, "
-            f"each count their own).\n\n{table}\n\nPer stage:\n\n{per_stage}\n\n{machine} "
+            f"evaluation over training + validation + evaluation, summed over the stages (stages that run side "
+            f"by side, such as DaC's experts, each count their own).\n\n{table}\n\nPer stage:\n\n{per_stage}\n\n{machine} "
             f"Command: `{found['command']}`\n")
     write_results(name, found, text)
 

@@ -10,8 +10,8 @@ teacher, hard labels; `--labels prob` leaves them out). `--set` adds overrides t
 `--size` bound the cost (trainer.steps, scene.height/width: sides multiples of 32). Each finished
 run's summary is kept under --workdir, so a rerun with the same --workdir skips it (resumable).
 
-Writes results/kdmvs.json, results/kdmvs.md (mean and spread over seeds, mm, lower is better except
-the within-2mm share and the label coverage) and results/kdmvs.png: the first test scan's fused
+Writes results/<name>.json, results/<name>.md (``--name``, default kdmvs) (mean and spread over seeds, mm, lower is better except
+the within-2mm share and the label coverage) and, with both label kinds, results/<name>.png: the first test scan's fused
 clouds of seed 0, coloured by their distance to the ground truth (0 to ERROR_VMAX_MM, 8 mm), next to it.
 """
 
