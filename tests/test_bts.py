@@ -356,6 +356,23 @@ def test_a_separate_teacher_is_frozen_and_the_student_moves_towards_it(sequence)
         DistilledBTSTask(student, teacher, iter([]), "cpu", {**TASK, "render_head": "multi"})
 
 
+def test_a_kd_only_student_has_no_photometric_term_and_still_follows_its_teacher(sequence):
+    teacher, student = _net(), _net()
+    torch.nn.init.constant_(teacher.multi_fuse[2].bias, 1.0)
+    task = DistilledBTSTask(student, teacher, itertools.repeat(sequence), "cpu",
+                            {**TASK, "kd_weight": 1.0, "render_head": "none"})
+    student.train()
+    torch.manual_seed(7)
+    loss, metrics, n = task.batch_loss(sequence)
+    assert not any("photometric" in key or "smoothness" in key for key in metrics), metrics
+    assert loss.item() == pytest.approx(metrics["train/kd"], rel=1e-6) and n > 0  # the loss is the KD term
+    kd_before = _kd(task, sequence)
+    _fit(task, 12)
+    assert _kd(task, sequence) < 0.5 * kd_before
+    with pytest.raises(InputError):  # a shared network would have no image loss left for its teacher
+        DistilledBTSTask(student, student, iter([]), "cpu", {**TASK, "render_head": "none"})
+
+
 def test_geometry_stays_exact_under_mixed_precision(sequence):
     """The loop autocasts on GPUs; projections and feature sampling must not drop to bf16."""
     net = _net()

@@ -42,7 +42,7 @@ TASK_DEFAULTS = dict(
     kd_weight=1e-2,
     kd_clip=2.0,
     kd_clip_form="both",    # both: student and teacher clipped (official) | teacher: only the teacher (losses.py)
-    render_head=None,       # distillation only: "single", "multi" or "both" (see DistilledBTSTask)
+    render_head=None,       # distillation only: "single", "multi", "both" or "none" (see DistilledBTSTask)
     head_lr_scale=1.0,      # the density heads' learning rate over the encoder-decoder's (see param_groups)
 )
 
@@ -205,7 +205,7 @@ class _BTSTask:
             terms[f"{out.head}/kept_rays"] = kept
         if torch.is_tensor(extra) and extra.requires_grad:
             terms["kd"] = float(extra.detach())
-        return loss, terms, n_rays * s * len(outputs)
+        return loss, terms, n_rays * s * max(len(outputs), 1)
 
 
 class SelfSupervisedBTSTask(_BTSTask):
@@ -237,7 +237,8 @@ class DistilledBTSTask(_BTSTask):
     loss renders through ``render_head`` (default "multi", so that the teacher keeps
     learning from images while the student follows it; "both" adds the student's own
     photometric loss). A separate teacher network is frozen (eval mode, no gradient)
-    and the photometric loss renders the student (default "single").
+    and the photometric loss renders the student (default "single"), or nothing ("none":
+    the KD term alone, a purely 3D distillation).
     The KD term compares densities at every ray sample of the step, inside the input
     view's frustum; the teacher's are detached."""
 
@@ -248,7 +249,7 @@ class DistilledBTSTask(_BTSTask):
         self.shared = teacher is student
         default = "multi" if self.shared else "single"
         self.render_head = self.cfg["render_head"] or default
-        allowed = ("single", "multi", "both") if self.shared else ("single",)
+        allowed = ("single", "multi", "both") if self.shared else ("single", "none")
         if self.render_head not in allowed:
             raise InputError("render_head", f"must be one of {allowed} here, got {self.render_head!r}")
         if not self.shared:
@@ -282,7 +283,7 @@ class DistilledBTSTask(_BTSTask):
                     teacher = _flat(self.teacher.density(teacher_feats, k, c2w, pts, head="multi"))
             kd = kd_density_loss(student.density, teacher.density, student.valid, self.cfg["kd_weight"],
                                  self.cfg["kd_clip"], self.cfg["kd_clip_form"])
-            rendered = {"single": [student], "multi": [teacher], "both": [student, teacher]}[self.render_head]
+            rendered = {"single": [student], "multi": [teacher], "both": [student, teacher], "none": []}[self.render_head]
             return rendered, kd
         return fn
 
