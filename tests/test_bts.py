@@ -26,6 +26,7 @@ from fieldkd.platform.networks.bts.geometry import (
     positional_encoding,
     to_camera,
 )
+from fieldkd.platform.networks.bts.tasks import frustum_points
 from fieldkd.platform.networks.bts.render import (
     expected_depth,
     ray_weights,
@@ -371,6 +372,35 @@ def test_a_kd_only_student_has_no_photometric_term_and_still_follows_its_teacher
     assert _kd(task, sequence) < 0.5 * kd_before
     with pytest.raises(InputError):  # a shared network would have no image loss left for its teacher
         DistilledBTSTask(student, student, iter([]), "cpu", {**TASK, "render_head": "none"})
+
+
+def test_frustum_points_project_inside_the_image_between_near_and_far():
+    K = torch.tensor([[50.0, 0.0, 31.5], [0.0, 50.0, 15.5], [0.0, 0.0, 1.0]])
+    pose = _pose(1.5, 20.0)
+    torch.manual_seed(0)
+    points = frustum_points(K, pose, (32, 64), 4000, 3.0, 20.0)
+    cam = to_camera(points, pose)
+    uv = cam[:, :2] / cam[:, 2:] @ K[:2, :2].T + K[:2, 2]
+    assert cam[:, 2].min() >= 3.0 - 1e-4 and cam[:, 2].max() <= 20.0 + 1e-4
+    assert uv[:, 0].min() >= -0.5 - 1e-3 and uv[:, 0].max() <= 63.5 + 1e-3
+    assert uv[:, 1].min() >= -0.5 - 1e-3 and uv[:, 1].max() <= 31.5 + 1e-3
+    # uniform in depth and over the image: each half holds about half the points
+    assert abs(float((cam[:, 2] < 11.5).float().mean()) - 0.5) < 0.04
+    assert abs(float((uv[:, 0] < 31.5).float().mean()) - 0.5) < 0.04
+
+
+def test_extra_kd_points_enter_the_kd_term_but_not_the_rendering(sequence):
+    teacher, student = _net(), _net()
+    torch.nn.init.constant_(teacher.multi_fuse[2].bias, 1.0)
+    images, intrinsics, poses = (sequence[k][None] for k in ("images", "intrinsics", "cam_to_world"))
+    points = torch.rand(300, 3) * torch.tensor([4.0, 2.0, 14.0]) + torch.tensor([-2.0, -1.0, 4.0])
+    kd = {}
+    for extra in (0, 2000):
+        task = DistilledBTSTask(student, teacher, iter([]), "cpu", {**TASK, "kd_points": extra})
+        with torch.no_grad():
+            rendered, kd[extra] = task.item_density_fn(images, intrinsics, poses)(points)
+        assert [out.density.shape[0] for out in rendered] == [300]  # only the ray samples are rendered
+    assert kd[2000] != kd[0]
 
 
 def test_geometry_stays_exact_under_mixed_precision(sequence):

@@ -42,6 +42,7 @@ TASK_DEFAULTS = dict(
     kd_weight=1e-2,
     kd_clip=2.0,
     kd_clip_form="both",    # both: student and teacher clipped (official) | teacher: only the teacher (losses.py)
+    kd_points=0,            # extra KD points per ray group, uniform in the input view's frustum (official: 0)
     render_head=None,       # distillation only: "single", "multi", "both" or "none" (see DistilledBTSTask)
     head_lr_scale=1.0,      # the density heads' learning rate over the encoder-decoder's (see param_groups)
 )
@@ -240,7 +241,9 @@ class DistilledBTSTask(_BTSTask):
     and the photometric loss renders the student (default "single"), or nothing ("none":
     the KD term alone, a purely 3D distillation).
     The KD term compares densities at every ray sample of the step, inside the input
-    view's frustum; the teacher's are detached."""
+    view's frustum, and at ``kd_points`` more points drawn in that frustum (pixel uniform,
+    depth uniform in [near, far]: the ray samples, dense near the cameras, leave the space
+    behind near surfaces to extrapolation); the teacher's are detached."""
 
     def __init__(self, student: BTSNet, teacher: BTSNet, batches: Iterator[dict], device, cfg: dict | None,
                  evaluate: Callable[[int], dict] | None = None):
@@ -274,7 +277,10 @@ class DistilledBTSTask(_BTSTask):
                 teacher_feats = self.teacher.encode(images[:, :views])
 
         def fn(points):
-            pts = points.unsqueeze(0)
+            n = points.shape[0]
+            extra = frustum_points(k[0, 0], c2w[0, 0], images.shape[-2:], int(self.cfg["kd_points"]),
+                                   self.cfg["near"], self.cfg["far"])
+            pts = torch.cat([points, extra]).unsqueeze(0)
             student = _flat(self.net.density(feats, k, c2w, pts, head="single"))
             if self.shared and self.render_head in ("multi", "both"):
                 teacher = _flat(self.teacher.density(teacher_feats, k, c2w, pts, head="multi"))
@@ -283,6 +289,7 @@ class DistilledBTSTask(_BTSTask):
                     teacher = _flat(self.teacher.density(teacher_feats, k, c2w, pts, head="multi"))
             kd = kd_density_loss(student.density, teacher.density, student.valid, self.cfg["kd_weight"],
                                  self.cfg["kd_clip"], self.cfg["kd_clip_form"])
+            student, teacher = _first(student, n), _first(teacher, n)  # the ray samples are rendered
             rendered = {"single": [student], "multi": [teacher], "both": [student, teacher], "none": []}[self.render_head]
             return rendered, kd
         return fn
@@ -290,6 +297,21 @@ class DistilledBTSTask(_BTSTask):
 
 def _flat(out: DensityOutput) -> DensityOutput:
     return DensityOutput(out.density[0], out.valid[0], out.head)
+
+
+def _first(out: DensityOutput, n: int) -> DensityOutput:
+    return DensityOutput(out.density[:n], out.valid[:n], out.head)
+
+
+def frustum_points(K: torch.Tensor, cam_to_world: torch.Tensor, size: tuple[int, int], n: int, near: float,
+                   far: float) -> torch.Tensor:
+    """``n`` world points [n, 3] in a camera's frustum: pixels uniform over the image, camera
+    depth uniform in [near, far]."""
+    h, w = size
+    uv = torch.rand(n, 2, device=K.device) * K.new_tensor([w, h]) - 0.5
+    z = near + torch.rand(n, 1, device=K.device) * (far - near)
+    origins, dirs = pixel_rays(K, cam_to_world, uv)
+    return origins + z * dirs
 
 
 # -- evaluation helpers ----------------------------------------------------------------------------
