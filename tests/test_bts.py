@@ -26,12 +26,12 @@ from fieldkd.platform.networks.bts.geometry import (
     positional_encoding,
     to_camera,
 )
-from fieldkd.platform.networks.bts.tasks import frustum_points
 from fieldkd.platform.networks.bts.render import (
     expected_depth,
     ray_weights,
     sample_colours,
 )
+from fieldkd.platform.networks.bts.tasks import frustum_points
 from fieldkd.platform.train.loop import Trainer, TrainerConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
