@@ -127,6 +127,25 @@ def test_scores_come_from_the_head_asked_for_in_closed_form(driving, one_torch_t
     assert stage_kind("bts_self_supervised").head_of({"bts": {"head": "multi"}}) == "multi"
 
 
+def test_the_multi_head_is_also_scored_on_the_input_view_alone(driving, one_torch_thread):
+    """``occupancy_input_view/*``: the multi head given only the input view, which is what a single-view
+    student sees; it is the same score as asking the multi head for one view, and only the multi head
+    with more than one view reports it."""
+    data = sequence_data({"path": str(driving), **SIZE})
+    torch.manual_seed(3)
+    net = build_bts(NET)
+    with torch.no_grad():  # densities spread about the threshold, so that the second view changes cells
+        net.multi_fuse[-1].weight.mul_(30.0)
+        net.multi_fuse[-1].bias.fill_(0.0)
+    two = evaluate_bts(net, data, EVAL, head="multi", views=2)
+    one = evaluate_bts(net, data, EVAL, head="multi", views=1)
+    single = evaluate_bts(net, data, EVAL, head="single", views=2)
+    for key in ("o_acc", "ie_acc", "ie_rec", "o_rec"):
+        assert two[f"occupancy_input_view/{key}"] == pytest.approx(one[f"occupancy/{key}"], abs=1e-12, nan_ok=True)
+    assert any(two[f"occupancy/{k}"] != one[f"occupancy/{k}"] for k in ("o_acc", "o_rec"))  # the views differ
+    assert not [k for k in {**one, **single} if k.startswith("occupancy_input_view/")]
+
+
 def test_tune_space_reaches_the_distillation_term():
     from fieldkd.platform.compute.search_space import (
         load_space,

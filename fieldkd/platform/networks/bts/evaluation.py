@@ -15,7 +15,10 @@ Per test frame (the input view of a test split line):
 - the same against the generator's exact occupancy and exact visibility (rays cast from the camera
   through the street's shapes) where the dataset has it (``ground_truth/<sequence>/street.json``):
   ``occupancy_exact/*``, and ``occupancy_exact/lidar_agreement`` (how far LiDAR truth is from it);
-- depth of the input view's rays against the frame's LiDAR sweep projected into it: ``depth/*``.
+- depth of the input view's rays against the frame's LiDAR sweep projected into it: ``depth/*``;
+- the multi head given more than one view is also scored on the input view alone, against the LiDAR
+  truth: ``occupancy_input_view/*``. That is the function a single-view student can imitate (it never
+  sees the other views), so it bounds what distillation can hand on.
 
 Counts are summed over frames before the ratios (``metrics_from_counts``). The first ``log_images``
 frames are logged as pictures: image, predicted depth, LiDAR depth; and the bird's-eye slice
@@ -195,6 +198,7 @@ def evaluate_bts(net, data, ecfg: dict | None, *, head: str, views: int | None =
     items = data.eval_items()
     n_frames = len(items) if opts["bts_frames"] is None else min(len(items), int(opts["bts_frames"]))
     lidar_counts, official_counts, exact_counts, agreement, depth_scores = [], [], [], [], []
+    input_view_counts = []  # the multi head on the input view alone, where it is given more
     for index in range(n_frames):
         item = items[index]
         images, ks, c2ws = item["images"], item["intrinsics"], item["cam_to_world"]
@@ -205,6 +209,10 @@ def evaluate_bts(net, data, ecfg: dict | None, *, head: str, views: int | None =
         if produced != head:
             raise RuntimeError(f"asked the {head} head, got numbers from the {produced} head")
         lidar_counts.append(occ.occupancy_counts(pred, gt, visible))
+        if head == "multi" and (views or len(images)) > 1:
+            alone, _ = predict_occupied(net, images, ks, c2ws, cells, head=head,
+                                        threshold=float(opts["bts_threshold"]), views=1)
+            input_view_counts.append(occ.occupancy_counts(alone, gt, visible))
         if exact is not None:
             exact_counts.append(occ.occupancy_counts(pred, exact[0], exact[1]))
             agreement.append(float((gt == exact[0]).mean()))
@@ -235,6 +243,9 @@ def evaluate_bts(net, data, ecfg: dict | None, *, head: str, views: int | None =
     metrics = {f"occupancy/{k}": v for k, v in occ.metrics_from_counts(_summed(lidar_counts)).items()}
     metrics.update({f"occupancy_official/{k}": v
                     for k, v in occ.metrics_from_counts(_summed(official_counts)).items()})
+    if input_view_counts:
+        metrics.update({f"occupancy_input_view/{k}": v
+                        for k, v in occ.metrics_from_counts(_summed(input_view_counts)).items()})
     if exact_counts:
         metrics.update({f"occupancy_exact/{k}": v for k, v in occ.metrics_from_counts(_summed(exact_counts)).items()})
         metrics["occupancy_exact/lidar_agreement"] = float(np.mean(agreement))
