@@ -241,6 +241,32 @@ def test_kdbts_pipeline_end_to_end(driving, tmp_path, one_torch_thread):
     kd = [v for _, v in sorted((m.step, m.value) for m in client.get_metric_history(student.info.run_id, "train/kd"))]
     assert len(kd) == 10 and np.mean(kd[-3:]) < np.mean(kd[:3]), kd  # and they learned together
 
+    # The student started from the baseline (kdbts.student_init=baseline) learns from a frozen teacher
+    # copy: its weights start as the new baseline's, and the teacher is the given checkpoint.
+    third = fieldkd(["run", "method=kdbts", f"scene.path={driving}", *(f"scene.{k}={v}" for k, v in SIZE.items()),
+                     *net, "trainer.steps=4", "trainer.warmup_steps=1", "trainer.checkpoint_every=4",
+                     "bts.loss.patches_per_frame=2", f"kdbts.teacher={teacher_ckpt}", "kdbts.student_init=baseline",
+                     "bts.teacher=frozen", *(f"eval.{k}={v}" for k, v in EVAL.items()), "eval.bts_frames=1",
+                     "tracking.system_metrics_s=0", "trainer.progress=false", f"output_dir={tmp_path / 'out'}"],
+                    tmp_path, uri)
+    assert third.returncode == 0, third.stderr[-3000:]
+    run_id = json.loads(third.stdout.strip().splitlines()[-1])["run_id"]
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    stages = {c.data.tags["fieldkd.stage"]: c.data.tags for c in children}
+    assert set(stages) == {"baseline", "student"}
+    assert stages["student"]["fieldkd.init"] == str(tmp_path / "out" / run_id / "baseline" / "last.pt")
+    assert stages["student"]["fieldkd.teacher_checkpoint"] == str(teacher_ckpt)
+    assert stages["student"]["fieldkd.kd_teacher"] == "frozen" and stages["student"]["fieldkd.head"] == "single"
+
+
+def test_a_student_from_the_baseline_needs_the_baseline_and_a_frozen_teacher(driving, tmp_path):
+    for extra, message in ((["kdbts.baseline=false", "bts.teacher=frozen"], "needs kdbts.baseline=true"),
+                           ([], "set bts.teacher=frozen")):
+        proc = fieldkd(["run", "method=kdbts", f"scene.path={driving}", "kdbts.student_init=baseline", *extra,
+                        f"output_dir={tmp_path / 'out'}"], tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+        assert proc.returncode != 0 and "kdbts.student_init" in proc.stderr and message in proc.stderr, proc.stderr[-2000:]
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("last.pt"))
+
 
 def test_a_student_batch_that_the_workers_cannot_split_is_refused_before_training(driving, tmp_path):
     proc = fieldkd(["run", "method=kdbts", f"scene.path={driving}", "compute.workers=2", "bts.batch_size=1",

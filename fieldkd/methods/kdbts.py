@@ -8,7 +8,8 @@ scored on the test sequence through the head it trained (tag ``fieldkd.head``): 
 numbers are the multi head's, the baseline's and the student's the single head's. With
 ``compute.workers=N`` the student trains on N Ray Train workers (``bts.batch_size`` split among them).
 ``kdbts.teacher`` uses a trained teacher's checkpoint instead of training one; ``kdbts.baseline=false``
-skips the baseline.
+skips the baseline; ``kdbts.student_init=baseline`` starts the student from the trained baseline
+instead (with a frozen teacher copy, ``bts.teacher=frozen``).
 
 Summary: the student's metrics unprefixed; ``teacher/...`` and ``baseline/...`` for the others.
 """
@@ -19,7 +20,7 @@ import copy
 from pathlib import Path
 
 from fieldkd.platform.errors import InputError
-from fieldkd.platform.networks.bts.stage import bts_options
+from fieldkd.platform.networks.bts.stage import BTSTeacher, bts_options
 from fieldkd.platform.stages import RunContext, prefixed, run_stages
 
 
@@ -46,6 +47,12 @@ def run(ctx: RunContext) -> dict[str, float]:
     if workers > 1 and batch < workers:  # checked before anything trains
         raise InputError("bts.batch_size", f"the student's global batch of {batch} cannot be split among "
                                            f"{workers} Ray Train workers (compute.workers); raise bts.batch_size")
+    from_baseline = k["student_init"] == "baseline"
+    if from_baseline and not k["baseline"]:
+        raise InputError("kdbts.student_init", "a student that starts from the baseline needs kdbts.baseline=true")
+    if from_baseline and bts_options(ctx.cfg)["teacher"] != "frozen":
+        raise InputError("kdbts.student_init", "a student that starts from the baseline learns from a separate "
+                                               "teacher: set bts.teacher=frozen")
     metrics: dict[str, float] = {}
     first = []
     if k["teacher"]:  # a given teacher (e.g. for a sweep of the KD weight): not trained again
@@ -65,7 +72,8 @@ def run(ctx: RunContext) -> dict[str, float]:
         if not k["teacher"]:
             source = outcomes["teacher"].checkpoint
     cfg = stage_cfg(ctx.cfg, "single")
-    request = ctx.request("student", ctx.child("student", cfg), cfg, task="bts_distilled", init=source, report=True)
+    start = {"init": outcomes["baseline"].checkpoint, "teacher": BTSTeacher(source)} if from_baseline else {"init": source}
+    request = ctx.request("student", ctx.child("student", cfg), cfg, task="bts_distilled", report=True, **start)
     student = run_stages(ctx, [request], distributed=True)["student"]  # Ray Train when compute.workers > 1
     metrics.update(prefixed(student.metrics, "student"))
     metrics.update(student.metrics)

@@ -6,7 +6,9 @@ kinds (:mod:`fieldkd.platform.stage_kinds`):
 - ``bts_distilled``: the single-view head learns from the multi-view head of the network in
   ``request.init`` (the teacher's checkpoint) in 3D, besides image reconstruction
   (:class:`.tasks.DistilledBTSTask`). ``bts.teacher=shared`` (official): one network, the student
-  starting from the teacher's weights; ``frozen``: a separate frozen copy of the teacher.
+  starting from the teacher's weights; ``frozen``: a separate frozen copy of the teacher. With
+  ``request.teacher`` (a :class:`BTSTeacher`) the frozen teacher is that checkpoint and the student
+  starts from ``request.init`` (e.g. the trained single-view baseline).
 
 Both are scored by :func:`.evaluation.evaluate_bts` on the test split, through the head the stage
 trains (``head_of``): every number carries it as the run tag ``fieldkd.head``. The config
@@ -20,6 +22,7 @@ sections read: ``scene`` (a KITTI-360-layout folder, conf/scene/kitti360.yaml), 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import InputError
@@ -83,6 +86,19 @@ def load_bts_net(checkpoint, device="cpu"):
     return net.to(device)
 
 
+@dataclass(frozen=True)
+class BTSTeacher:
+    """The teacher of a distilled stage whose student starts from another network (``request.init``):
+    ``request.teacher``. Without it the student's teacher is the network it starts from."""
+
+    checkpoint: str
+
+
+def teacher_source(request) -> str | None:
+    """The checkpoint a distilled stage's teacher comes from."""
+    return request.init if request.teacher is None else request.teacher.checkpoint
+
+
 class BTSStage(NetworkStage):
     """What the two BTS stage kinds share; ``distilled`` picks the task."""
 
@@ -109,7 +125,11 @@ class BTSStage(NetworkStage):
         else:
             net = build_bts(dict(options["network"])).to(device)
         if self.distilled:
-            teacher = net if options["teacher"] == "shared" else load_bts_net(request.init, device)
+            source = teacher_source(request)
+            if options["teacher"] == "shared" and source != request.init:
+                raise InputError("bts.teacher", "a student that starts from another network than its teacher's "
+                                                "needs bts.teacher=frozen")
+            teacher = net if options["teacher"] == "shared" else load_bts_net(source, device)
         return NetworkParts(data, net, teacher)
 
     def batch_size(self, cfg: dict) -> int:
@@ -137,6 +157,7 @@ class BTSStage(NetworkStage):
             tags["init"] = str(request.init)
         if self.distilled:
             tags["kd_teacher"] = options["teacher"]
+            tags["teacher_checkpoint"] = str(teacher_source(request))
         return tags
 
 
