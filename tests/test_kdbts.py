@@ -242,11 +242,12 @@ def test_kdbts_pipeline_end_to_end(driving, tmp_path, one_torch_thread):
     assert len(kd) == 10 and np.mean(kd[-3:]) < np.mean(kd[:3]), kd  # and they learned together
 
     # The student started from the baseline (kdbts.student_init=baseline) learns from a frozen teacher
-    # copy: its weights start as the new baseline's, and the teacher is the given checkpoint.
+    # copy: its weights start as the new baseline's, and the teacher is the given checkpoint; it trains
+    # for kdbts.student_steps.
     third = fieldkd(["run", "method=kdbts", f"scene.path={driving}", *(f"scene.{k}={v}" for k, v in SIZE.items()),
                      *net, "trainer.steps=4", "trainer.warmup_steps=1", "trainer.checkpoint_every=4",
                      "bts.loss.patches_per_frame=2", f"kdbts.teacher={teacher_ckpt}", "kdbts.student_init=baseline",
-                     "bts.teacher=frozen", *(f"eval.{k}={v}" for k, v in EVAL.items()), "eval.bts_frames=1",
+                     "kdbts.student_steps=6", "bts.teacher=frozen", *(f"eval.{k}={v}" for k, v in EVAL.items()), "eval.bts_frames=1",
                      "tracking.system_metrics_s=0", "trainer.progress=false", f"output_dir={tmp_path / 'out'}"],
                     tmp_path, uri)
     assert third.returncode == 0, third.stderr[-3000:]
@@ -254,6 +255,8 @@ def test_kdbts_pipeline_end_to_end(driving, tmp_path, one_torch_thread):
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
     stages = {c.data.tags["fieldkd.stage"]: c.data.tags for c in children}
     assert set(stages) == {"baseline", "student"}
+    steps = {c.data.tags["fieldkd.stage"]: c.data.params["trainer.steps"] for c in children}
+    assert steps == {"baseline": "4", "student": "6"}  # kdbts.student_steps: the student's alone
     assert stages["student"]["fieldkd.init"] == str(tmp_path / "out" / run_id / "baseline" / "last.pt")
     assert stages["student"]["fieldkd.teacher_checkpoint"] == str(teacher_ckpt)
     assert stages["student"]["fieldkd.kd_teacher"] == "frozen" and stages["student"]["fieldkd.head"] == "single"

@@ -9,7 +9,8 @@ numbers are the multi head's, the baseline's and the student's the single head's
 ``compute.workers=N`` the student trains on N Ray Train workers (``bts.batch_size`` split among them).
 ``kdbts.teacher`` uses a trained teacher's checkpoint instead of training one; ``kdbts.baseline=false``
 skips the baseline; ``kdbts.student_init=baseline`` starts the student from the trained baseline
-instead (with a frozen teacher copy, ``bts.teacher=frozen``).
+instead (with a frozen teacher copy, ``bts.teacher=frozen``); ``kdbts.student_steps`` trains the
+student for that many steps (default: ``trainer.steps``, as teacher and baseline).
 
 Summary: the student's metrics unprefixed; ``teacher/...`` and ``baseline/...`` for the others.
 """
@@ -72,6 +73,8 @@ def run(ctx: RunContext) -> dict[str, float]:
         if not k["teacher"]:
             source = outcomes["teacher"].checkpoint
     cfg = stage_cfg(ctx.cfg, "single")
+    if k["student_steps"] is not None:
+        cfg["trainer"]["steps"] = int(k["student_steps"])
     start = {"init": outcomes["baseline"].checkpoint, "teacher": BTSTeacher(source)} if from_baseline else {"init": source}
     request = ctx.request("student", ctx.child("student", cfg), cfg, task="bts_distilled", report=True, **start)
     student = run_stages(ctx, [request], distributed=True)["student"]  # Ray Train when compute.workers > 1
