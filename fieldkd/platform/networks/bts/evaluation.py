@@ -17,8 +17,9 @@ Per test frame (the input view of a test split line):
   ``occupancy_exact/*``, and ``occupancy_exact/lidar_agreement`` (how far LiDAR truth is from it);
 - depth of the input view's rays against the frame's LiDAR sweep projected into it: ``depth/*``;
 - the multi head given more than one view is also scored on the input view alone, against the LiDAR
-  truth: ``occupancy_input_view/*``. That is the function a single-view student can imitate (it never
-  sees the other views), so it bounds what distillation can hand on.
+  truth: ``occupancy_input_view/*``. A single-view student never sees the other views, so this is
+  a reference for what distillation can hand on (not a strict bound: the student learns the
+  teacher's densities given all its views, which may carry a little more).
 
 Counts are summed over frames before the ratios (``metrics_from_counts``). The first ``log_images``
 frames are logged as pictures: image, predicted depth, LiDAR depth; and the bird's-eye slice
