@@ -16,6 +16,7 @@ from fieldkd.platform.data.sequences import (
 from fieldkd.platform.errors import InputError
 from fieldkd.platform.scenes import kitti360, lens
 from fieldkd.platform.scenes import kitti_generator as gen
+from fieldkd.platform.scenes.limits import ReadLimits
 from fieldkd.platform.scenes.tracer import sphere_trace
 
 W, H, FISH = 96, 32, 32
@@ -235,6 +236,22 @@ def test_bad_input_is_one_line_naming_the_file(copy, damage, where, message):
         lidar_points_world(data.eval_items()[0])
     assert where in err.value.where and "\n" not in str(err.value)
     assert re.search(message, err.value.problem), err.value.problem
+
+
+def test_folders_linked_from_another_disk_need_allow_outside_paths(copy, tmp_path):
+    """KITTI-360 is often unpacked over several disks and linked together: a link out of the dataset
+    folder is refused by default, naming it; with scene.allow_outside_paths=true everything reads,
+    the LiDAR sweeps of the evaluation included."""
+    elsewhere = tmp_path / "other_disk"
+    shutil.move(copy / "data_3d_raw", elsewhere)
+    (copy / "data_3d_raw").symlink_to(elsewhere, target_is_directory=True)
+    split = copy / "splits" / "test_files.txt"
+    with pytest.raises(InputError) as err:
+        SequenceData(copy, split_file=split, lidar_sweeps=4).eval_items()[0]
+    assert "symlink" in err.value.problem and "allow_outside_paths" in err.value.problem
+    data = SequenceData(copy, split_file=split, lidar_sweeps=4,
+                        limits=ReadLimits.from_config({"allow_outside_paths": True}))
+    assert [len(points) > 1000 for points in lidar_points_world(data.eval_items()[0])] == [True] * 4
 
 
 def _edit(path, key, change):

@@ -204,8 +204,9 @@ class SequenceData:
         out = self.sample(item)
         poses = self.poses(item.sequence)
         frames = [f for f in range(item.frame, item.frame + self.lidar_sweeps) if f in poses]
-        out["lidar"] = [str(kitti360.resolve(self.root, kitti360.velodyne_name(item.sequence, f), self.root))
-                        for f in frames]
+        with reading(self.limits):  # scene.allow_outside_paths holds for the sweeps too
+            out["lidar"] = [str(kitti360.resolve(self.root, kitti360.velodyne_name(item.sequence, f), self.root))
+                            for f in frames]
         out["velo_to_world"] = torch.from_numpy(np.stack([kitti360.velo_to_world(self.calib, poses[f])
                                                           for f in frames])).float()
         return out
