@@ -1,13 +1,14 @@
 """KDBTS checkpoints scored on every usable frame of the bundled driving set's test sequence, not
 only the every-5th frames of its split (4 frames, from one street, make each score noisy).
 
-    python benchmarks/kdbts_dense_eval.py NAME=HEAD=CHECKPOINT [NAME=HEAD=CHECKPOINT ...]
+    python benchmarks/kdbts_dense_eval.py [--split-frames] NAME=HEAD=CHECKPOINT [NAME=HEAD=CHECKPOINT ...]
 
 HEAD is ``single`` or ``multi`` (the head the stage trained: teacher multi, baseline and student
 single). A frame is usable where it has a pose, a posed successor (the stereo pair one frame ahead)
 and 20 LiDAR sweeps from it on. The dense split lives in a temporary folder that links to the bundled
 set (read with ``scene.allow_outside_paths``); evaluation options are `method=kdbts`'s. Prints one
-markdown row per checkpoint; a multi head also gets its input-view-alone scores.
+markdown row per checkpoint; a multi head also gets its input-view-alone scores. ``--split-frames``
+scores on the bundled split's own test frames instead (as `fieldkd run method=kdbts` does).
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ def dense_split_folder(root: Path, folder: Path, sweeps: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", metavar="NAME=HEAD=CHECKPOINT")
+    parser.add_argument("--split-frames", action="store_true", help="the bundled split's test frames only")
     args = parser.parse_args()
     cfg = compose_config(["method=kdbts"])
     views = task_config(cfg["bts"]["loss"])["encoder_views"]
     ecfg = {**cfg["eval"], "log_images": 0}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = dense_split_folder(default_kitti_dir(progress=False), Path(tmp), int(cfg["scene"]["lidar_sweeps"]))
+        root = default_kitti_dir(progress=False)
+        folder = root if args.split_frames else dense_split_folder(root, Path(tmp), int(cfg["scene"]["lidar_sweeps"]))
         data = sequence_data({**cfg["scene"], "path": str(folder), "allow_outside_paths": True})
         print("| model | head | " + " | ".join(KEYS) + " |")
         print("|---|---|" + "---|" * len(KEYS))
