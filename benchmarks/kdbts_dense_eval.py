@@ -1,5 +1,6 @@
-"""KDBTS checkpoints scored on every usable frame of the bundled driving set's test sequence, not
-only the every-5th frames of its split (4 frames, from one street, make each score noisy).
+"""KDBTS checkpoints scored on every usable frame of the bundled driving set's test sequences, not
+only the every-2nd frames of its split (few frames make each score noisy: the split of the set's
+version 2 held 4, from one street).
 
     python benchmarks/kdbts_dense_eval.py [--split-frames] NAME=HEAD=CHECKPOINT [NAME=HEAD=CHECKPOINT ...]
 

@@ -447,3 +447,41 @@ def test_head_learning_rate_scale_splits_the_heads_from_the_encoder_and_reaches_
     with pytest.raises(InputError):
         SelfSupervisedBTSTask(net, itertools.repeat(sequence), "cpu", {**TASK, "head_lr_scale": 0.0},
                               "single").param_groups(1e-4)
+
+
+def test_a_student_with_a_frozen_encoder_keeps_its_features_and_learns_in_its_head(sequence):
+    teacher, student = _net(), _net()
+    torch.nn.init.constant_(teacher.multi_fuse[2].bias, 1.0)
+    task = DistilledBTSTask(student, teacher, itertools.repeat(sequence), "cpu",
+                            {**TASK, "kd_weight": 1.0, "render_head": "none", "train_encoder": False})
+    names = {id(p): n for n, p in student.named_parameters()}
+    trained = {names[id(p)].split(".")[0] for g in task.param_groups(1e-4) for p in g["params"]}
+    assert trained == {"single_head", "multi_view", "multi_fuse"}
+    student.eval()
+    kd_before = _kd(task, sequence)
+    backbone = {k: v.clone() for k, v in student.backbone.state_dict().items()}  # running BatchNorm statistics too
+    head = student.single_head[0].weight.detach().clone()
+    _fit(task, 12)
+    assert all(torch.equal(backbone[k], v) for k, v in student.backbone.state_dict().items())
+    assert not torch.equal(head, student.single_head[0].weight)
+    student.eval()
+    assert _kd(task, sequence) < 0.5 * kd_before
+
+
+def test_the_kd_teacher_can_see_fewer_views_than_the_multi_head_encodes(sequence):
+    teacher, student = _net(), _net()
+    images, intrinsics, poses = (sequence[k][None] for k in ("images", "intrinsics", "cam_to_world"))
+    points = torch.rand(400, 3) * torch.tensor([4.0, 2.0, 14.0]) + torch.tensor([-2.0, -1.0, 4.0])
+    teacher.eval(), student.eval()
+    with torch.no_grad():
+        single = student(images, intrinsics, poses, points[None], head="single")
+        kd = {}
+        for views in (1, 2):
+            task = DistilledBTSTask(student, teacher, iter([]), "cpu", {**TASK, "kd_weight": 1.0,
+                                                                       "kd_teacher_views": views})
+            student.eval()
+            kd[views] = task.item_density_fn(images, intrinsics, poses)(points)[1].item()
+            target = teacher(images[:, :views], intrinsics[:, :views], poses[:, :views], points[None], head="multi")
+            expected = kd_density_loss(single.density[0], target.density[0], single.valid[0], 1.0, 2.0, "both")
+            assert kd[views] == pytest.approx(expected.item(), rel=1e-5)
+    assert kd[1] != pytest.approx(kd[2], rel=1e-3)  # the second view changes the teacher's densities

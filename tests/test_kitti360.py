@@ -208,6 +208,12 @@ def test_frames_without_a_pose_are_skipped(dataset, tmp_path):
     assert [(i.frame, i.side) for i in data.train] == [(3, "l"), (6, "l")] and data.skipped == 2
     generated = kitti360.read_split(dataset / "splits" / "train_files.txt")
     assert all(f not in (4, 5) for _, f, _ in generated) and len(generated) == 2 * 5  # frames 0-3, 6 have f+1
+    # the test split: every 2nd frame with a posed successor and 4 sweeps from it on (0-3; 4's successor has no
+    # pose), so the evaluation skips none of them
+    test_split = dataset / "splits" / "test_files.txt"
+    assert [(s, f) for s, f, _ in kitti360.read_split(test_split)] == [(TEST, 0), (TEST, 2)]
+    test_data = SequenceData(dataset, split_file=test_split, offsets=(0, 1), lidar_sweeps=4)
+    assert len(test_data.eval_items()) == 2 and test_data.skipped == 0
 
 
 @pytest.mark.parametrize("damage, where, message", [

@@ -34,7 +34,7 @@ from .cache import build_once, cache_root
 from .kitti360 import Calibration, MeiCamera
 from .tracer import AMBIENT, LIGHT_DIR, one_thread
 
-KITTI_GENERATOR_VERSION = 2  # bump when the generated files change (invalidates the cache)
+KITTI_GENERATOR_VERSION = 3  # bump when the generated files change (invalidates the cache)
 ROAD_HALF = 5.0  # metres from the street's centre line to the kerb
 KERB = 0.15  # kerb height
 LANE_Y = -2.0  # the vehicle drives in the right lane
@@ -528,11 +528,11 @@ class Options:
     fisheye_size: int = 64
     n_frames: int = 40
     train_sequences: int = 3
-    test_sequences: int = 1
+    test_sequences: int = 2  # two streets: one street's few frames made each score noisy (v2 had 1, stride 5)
     lidar_azimuth_steps: int = 256
     speed: float = 1.0  # metres per frame (KITTI-360: about 1 m at 10 Hz in town)
     no_pose: tuple = (5,)  # frame indices written without a pose line (KITTI-360 has such gaps)
-    test_stride: int = 5  # test split: every n-th posed frame that has test_sweeps frames ahead
+    test_stride: int = 2  # test split: every n-th posed frame with a posed successor and test_sweeps frames ahead
     test_sweeps: int = 20  # BTS's LiDAR occupancy uses 20 sweeps from the input frame on
     fisheyes: bool = True
     seed: int = 0
@@ -575,7 +575,8 @@ def write_sequence(root: Path, sequence: str, seed: int, options: Options, calib
 def write_dataset(root, options: Options = Options(), progress: bool = True) -> Path:
     """A KITTI-360-style dataset of ``train_sequences`` + ``test_sequences`` streets, with split
     files ``splits/train_files.txt`` (both sides of every posed frame with a posed successor) and
-    ``splits/test_files.txt`` (side l, every ``test_stride``-th frame with ``test_sweeps`` sweeps from it on)."""
+    ``splits/test_files.txt`` (side l, every ``test_stride``-th posed frame with a posed successor and
+    ``test_sweeps`` sweeps from it on)."""
     root = Path(root)
     rig = default_rig()
     calib = calibration(rig, options.width, options.height, options.fisheye_size)
@@ -588,7 +589,7 @@ def write_dataset(root, options: Options = Options(), progress: bool = True) -> 
         if index < options.train_sequences:
             train += [(name, f, side) for f in posed if f + 1 in posed for side in ("l", "r")]
         else:
-            ahead = [f for f in posed if f + options.test_sweeps <= options.n_frames]
+            ahead = [f for f in posed if f + 1 in posed and f + options.test_sweeps <= options.n_frames]
             test += [(name, f, "l") for f in ahead[:: options.test_stride]]
     (root / "splits").mkdir(exist_ok=True)
     kitti360.write_split(root / "splits" / "train_files.txt", train)

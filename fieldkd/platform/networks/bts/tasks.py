@@ -42,9 +42,12 @@ TASK_DEFAULTS = dict(
     kd_weight=1e-2,
     kd_clip=2.0,
     kd_clip_form="both",    # both: student and teacher clipped (official) | teacher: only the teacher (losses.py)
+    kd_teacher_views=None,  # frames the teacher encodes for the KD term (None: encoder_views)
     kd_points=0,            # extra KD points per ray group, uniform in the input view's frustum (official: 0)
     render_head=None,       # distillation only: "single", "multi", "both" or "none" (see DistilledBTSTask)
     head_lr_scale=1.0,      # the density heads' learning rate over the encoder-decoder's (see param_groups)
+    train_encoder=True,     # False: the encoder-decoder keeps its weights and running BatchNorm statistics and
+                            # only the heads learn (a student that keeps its teacher's features)
 )
 
 
@@ -103,6 +106,9 @@ class _BTSTask:
         self.device = torch.device(device)
         self.cfg = task_config(cfg)
         self._evaluate = evaluate
+        if not self.cfg["train_encoder"]:
+            for param in net.backbone.parameters():
+                param.requires_grad_(False)
 
     # the protocol ----------------------------------------------------------------------------------
 
@@ -126,6 +132,8 @@ class _BTSTask:
 
     def training_step(self, step: int):
         self.net.train()
+        if not self.cfg["train_encoder"]:
+            self.net.backbone.eval()  # batch statistics would move the features it keeps
         loss, metrics, n = self.batch_loss(next(self.batches))
         return loss, metrics, n
 
@@ -267,6 +275,8 @@ class DistilledBTSTask(_BTSTask):
 
     def item_density_fn(self, images, intrinsics, poses) -> DensityFn:
         views = self.cfg["encoder_views"]
+        if self.cfg["kd_teacher_views"] is not None:
+            views = int(self.cfg["kd_teacher_views"])
         k, c2w = intrinsics[:, :views], poses[:, :views]
         if self.shared:
             feats = self.net.encode(images[:, :views])
