@@ -21,6 +21,7 @@ bird's-eye occupancy slice of seed 0 for each model, next to the LiDAR and the e
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import tempfile
 from pathlib import Path
@@ -37,7 +38,7 @@ KEYS = ("occupancy/o_acc", "occupancy/ie_acc", "occupancy/ie_rec", "occupancy/o_
 CLAIM = ("occupancy/ie_acc", "occupancy/ie_rec", "occupancy/o_acc")
 ROWS = (("BTS baseline (single head)", "baseline", "single"), ("MVBTS teacher (multi head)", "teacher", "multi"),
         ("KDBTS student (single head)", "student", "single"))
-VARIANT = ("KDBTS student, --student overrides (single head)", "variant", "single")
+VARIANT = ("KDBTS student 2 (single head)", "variant", "single")  # the --student overrides; a short figure caption
 ALONE = "MVBTS teacher, input view alone"  # its multi head given one view: what a single-view student can imitate
 
 
@@ -121,9 +122,10 @@ def main() -> None:
     rows_of = list(ROWS)
     if args.student:  # a second student per seed, from the same teacher: its scores join the seed's as variant/...
         rows_of.append(VARIANT)
+        variant_key = hashlib.sha1(" ".join(args.student).encode()).hexdigest()[:8]  # one run per override set
         for s in seeds:
             teacher = workdir / "outputs" / per_seed[s]["run_id"] / "teacher" / "last.pt"
-            second = resumable_run(workdir, f"s{s}-variant", ["method=kdbts", f"seed={s}", *args.set,
+            second = resumable_run(workdir, f"s{s}-student-{variant_key}", ["method=kdbts", f"seed={s}", *args.set,
                                                                f"kdbts.teacher={teacher}", "kdbts.baseline=false",
                                                                *args.student])
             per_seed[s]["metrics"].update({f"variant/{k}": v for k, v in stage_metrics(second, "student").items()})
@@ -164,7 +166,7 @@ def main() -> None:
                     head) for label, stage, head in rows_of]
     picture = figure(checkpoints, args.set, args.name)
     beats = "; ".join(f"{k}: {sum(v)}/{len(v)} seeds" for k, v in claim.items())
-    variant = f"; the second student's: {' '.join(args.student)}" if args.student else ""
+    variant = f"; KDBTS student 2's (--student): {' '.join(args.student)}" if args.student else ""
     text = (f"KDBTS on the generated driving set's test sequences; seeds {args.seeds}; overrides: "
             f"{' '.join(args.set) or 'none'}{variant}. Mean ± std over seeds; occupancy on the official grid "
             f"(x -4..4 m, z 4..20 m, one slice), `occupancy/` against LiDAR truth, `occupancy_exact/` against the "

@@ -485,3 +485,5 @@ def test_the_kd_teacher_can_see_fewer_views_than_the_multi_head_encodes(sequence
             expected = kd_density_loss(single.density[0], target.density[0], single.valid[0], 1.0, 2.0, "both")
             assert kd[views] == pytest.approx(expected.item(), rel=1e-5)
     assert kd[1] != pytest.approx(kd[2], rel=1e-3)  # the second view changes the teacher's densities
+    with pytest.raises(InputError):
+        DistilledBTSTask(student, teacher, iter([]), "cpu", {**TASK, "kd_teacher_views": 0})

@@ -42,7 +42,8 @@ TASK_DEFAULTS = dict(
     kd_weight=1e-2,
     kd_clip=2.0,
     kd_clip_form="both",    # both: student and teacher clipped (official) | teacher: only the teacher (losses.py)
-    kd_teacher_views=None,  # frames the teacher encodes for the KD term (None: encoder_views)
+    kd_teacher_views=None,  # frames the teacher encodes for the KD term (None: encoder_views; a shared network's
+                            # multi head also renders with them)
     kd_points=0,            # extra KD points per ray group, uniform in the input view's frustum (official: 0)
     render_head=None,       # distillation only: "single", "multi", "both" or "none" (see DistilledBTSTask)
     head_lr_scale=1.0,      # the density heads' learning rate over the encoder-decoder's (see param_groups)
@@ -258,6 +259,9 @@ class DistilledBTSTask(_BTSTask):
         super().__init__(student, batches, device, cfg, evaluate)
         self.teacher = teacher
         self.shared = teacher is student
+        views = self.cfg["kd_teacher_views"]
+        if views is not None and int(views) < 1:
+            raise InputError("bts.loss.kd_teacher_views", f"must be >= 1 (or null), got {views}")
         default = "multi" if self.shared else "single"
         self.render_head = self.cfg["render_head"] or default
         allowed = ("single", "multi", "both") if self.shared else ("single", "none")
