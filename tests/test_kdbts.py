@@ -243,11 +243,13 @@ def test_kdbts_pipeline_end_to_end(driving, tmp_path, one_torch_thread):
 
     # The student started from the baseline (kdbts.student_init=baseline) learns from a frozen teacher
     # copy: its weights start as the new baseline's, and the teacher is the given checkpoint; it trains
-    # for kdbts.student_steps.
+    # for kdbts.student_steps (the command line's 6 over the kept_encoder recipe's 2400), keeping the
+    # encoder-decoder it started from (kdbts_student=kept_encoder).
     third = fieldkd(["run", "method=kdbts", f"scene.path={driving}", *(f"scene.{k}={v}" for k, v in SIZE.items()),
                      *net, "trainer.steps=4", "trainer.warmup_steps=1", "trainer.checkpoint_every=4",
                      "bts.loss.patches_per_frame=2", f"kdbts.teacher={teacher_ckpt}", "kdbts.student_init=baseline",
-                     "kdbts.student_steps=6", "bts.teacher=frozen", *(f"eval.{k}={v}" for k, v in EVAL.items()), "eval.bts_frames=1",
+                     "kdbts_student=kept_encoder", "kdbts.student_steps=6", *(f"eval.{k}={v}" for k, v in EVAL.items()),
+                     "eval.bts_frames=1",
                      "tracking.system_metrics_s=0", "trainer.progress=false", f"output_dir={tmp_path / 'out'}"],
                     tmp_path, uri)
     assert third.returncode == 0, third.stderr[-3000:]
@@ -260,6 +262,23 @@ def test_kdbts_pipeline_end_to_end(driving, tmp_path, one_torch_thread):
     assert stages["student"]["fieldkd.init"] == str(tmp_path / "out" / run_id / "baseline" / "last.pt")
     assert stages["student"]["fieldkd.teacher_checkpoint"] == str(teacher_ckpt)
     assert stages["student"]["fieldkd.kd_teacher"] == "frozen" and stages["student"]["fieldkd.head"] == "single"
+    baseline = load_bts_net(tmp_path / "out" / run_id / "baseline" / "last.pt").state_dict()
+    kept = load_bts_net(tmp_path / "out" / run_id / "student" / "last.pt").state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in baseline.items() if k.startswith("backbone."))
+    assert not torch.equal(kept["single_head.0.weight"], baseline["single_head.0.weight"])
+
+
+def test_the_kept_encoder_recipe_sets_only_the_students_keys():
+    from fieldkd.platform.config import compose_config
+
+    default = compose_config(["method=kdbts"])
+    assert compose_config(["method=kdbts", "kdbts_student=official"]) == default
+    kept = compose_config(["method=kdbts", "kdbts_student=kept_encoder"])
+    changed = {k: kept["bts"]["loss"][k] for k in kept["bts"]["loss"] if kept["bts"]["loss"][k] != default["bts"]["loss"][k]}
+    assert changed == {"render_head": "none", "kd_weight": 1.0, "kd_points": 8192, "train_encoder": False}
+    assert kept["bts"]["teacher"] == "frozen" and kept["kdbts"]["student_steps"] == 2400
+    assert {k: v for k, v in kept.items() if k not in ("bts", "kdbts")} == \
+        {k: v for k, v in default.items() if k not in ("bts", "kdbts")}
 
 
 def test_a_student_from_the_baseline_needs_the_baseline_and_a_frozen_teacher(driving, tmp_path):
