@@ -4,7 +4,7 @@ A BTS network with the multi-view head is trained self-supervised on the trainin
 (``teacher``, MVBTS); at the same time, on the actor pool, the same network with the single-view
 head only (``baseline``, BTS). The ``student`` starts from the teacher's checkpoint and its
 single-view head learns from the teacher's multi-view densities in 3D (KDBTS). Every network is
-scored on the test sequence through the head it trained (tag ``fieldkd.head``): the teacher's
+scored on the test sequences through the head it trained (tag ``fieldkd.head``): the teacher's
 numbers are the multi head's, the baseline's and the student's the single head's. With
 ``compute.workers=N`` the student trains on N Ray Train workers (``bts.batch_size`` split among them).
 ``kdbts.teacher`` uses a trained teacher's checkpoint instead of training one; ``kdbts.baseline=false``
